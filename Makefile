@@ -1,0 +1,22 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the full suite). Both set up first.
+PY := .venv/bin/python
+
+.PHONY: setup demo test test-fast bench clean-sandbox
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m sandbox demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) bench/sandbox_throughput.py
+
+clean-sandbox:
+	$(PY) -m sandbox gc

@@ -1,0 +1,158 @@
+"""Docker backend: one long-lived container per worker, the runner as its PID 1, jobs over attached stdio.
+
+Isolation of each container: no network (`network_mode=none`), read-only root file system, tmpfs for
+/work, /tmp and /dev/shm (size-capped), an unprivileged uid unique to the worker (so per-uid process
+limits of one worker never starve another), every capability dropped, no-new-privileges, Docker's default
+seccomp profile (no mount/unshare/ptrace of others/...), a memory cgroup without swap, a pids cgroup and a
+CPU quota. Nothing from the host is visible except the read-only runner script. Jobs pay neither
+`docker run` nor `docker exec`: the runner reads them from its stdin.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+import docker
+from docker.errors import DockerException, NotFound
+from docker.types import Ulimit
+
+from sandbox.config import SandboxConfig
+from sandbox.image import RUNNER_MOUNT
+from sandbox.worker import RUNNER_PATH, LineReader, WorkerError, decode_reply, encode_request
+
+LABEL = "crucible.sandbox"
+POOL_LABEL = "crucible.sandbox.pool"
+
+
+def client() -> docker.DockerClient:
+    try:
+        c = docker.from_env(timeout=120)
+        c.ping()
+        return c
+    except DockerException as exc:
+        raise WorkerError(f"Docker daemon not reachable ({exc}); run `python -m sandbox doctor`") from None
+
+
+class _Demux:
+    """Reads Docker's multiplexed attach stream (8-byte frame headers) and yields stdout bytes."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._raw = bytearray()
+
+    def read_some(self, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if len(self._raw) >= 8:
+                size = int.from_bytes(self._raw[4:8], "big")
+                if len(self._raw) >= 8 + size:
+                    stream, payload = self._raw[0], bytes(self._raw[8 : 8 + size])
+                    del self._raw[: 8 + size]
+                    if stream == 1:
+                        return payload
+                    continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._sock], [], [], remaining)[0]:
+                raise WorkerError("runner did not reply in time")
+            chunk = self._sock.recv(1 << 20)
+            if not chunk:
+                return b""
+            self._raw += chunk
+
+
+def prepare(config: SandboxConfig) -> None:
+    """Once per pool: the daemon answers and the image exists."""
+    try:
+        client().images.get(config.image)
+    except NotFound:
+        raise WorkerError(f"sandbox image {config.image} is missing: run `make setup` "
+                          "(or scripts/build_sandbox_image.sh)") from None
+
+
+class DockerWorker:
+    def __init__(self, config: SandboxConfig, prepared: None, uid: int, pool_id: str, index: int) -> None:
+        self.config = config
+        self.uid = uid
+        self.pool_id = pool_id
+        self.name = f"crucible-sbx-{pool_id}-{index}"
+        self._client = client()
+        self._container = None
+        self._sock = None
+        self._reader: LineReader | None = None
+
+    def start(self) -> None:
+        cfg = self.config
+        tmpfs_opts = f"rw,exec,nosuid,nodev,size={cfg.scratch_mb}m,mode=1777"
+        try:
+            self._container = self._client.containers.create(
+                cfg.image, ["python3", "-I", "-S", RUNNER_MOUNT, "serve"], name=self.name,
+                user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=True,
+                network_mode="none", read_only=True, working_dir="/work", hostname="sandbox",
+                tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,")},
+                shm_size=f"{cfg.shm_mb}m", mem_limit=f"{cfg.worker_memory_mb}m",
+                memswap_limit=f"{cfg.worker_memory_mb}m", pids_limit=cfg.worker_pids,
+                nano_cpus=int(cfg.worker_cpus * 1e9), cap_drop=["ALL"],
+                security_opt=["no-new-privileges"], environment={},
+                ulimits=[Ulimit(name="core", soft=0, hard=0)], ipc_mode="private",
+                volumes={str(RUNNER_PATH): {"bind": RUNNER_MOUNT, "mode": "ro"}},
+                labels={LABEL: "1", POOL_LABEL: self.pool_id},
+            )
+            self._sock = self._container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
+            self._container.start()
+        except DockerException as exc:
+            self.kill()
+            raise WorkerError(f"{self.name}: could not start container: {exc}") from None
+        raw = self._sock._sock  # docker-py exposes the raw socket of the hijacked HTTP connection
+        self._reader = LineReader(_Demux(raw).read_some)
+        reply = self.request({"op": "ping"}, cfg.startup_timeout_s)
+        if not reply.get("ok"):
+            raise WorkerError(f"{self.name}: bad handshake {reply}")
+
+    def request(self, payload: dict, timeout_s: float) -> dict:
+        if self._sock is None or self._reader is None:
+            raise WorkerError(f"{self.name}: not started")
+        try:
+            self._sock._sock.sendall(encode_request(payload))
+        except OSError as exc:
+            raise WorkerError(f"{self.name}: send failed: {exc}") from None
+        return decode_reply(self._reader.readline(time.monotonic() + timeout_s), self.name)
+
+    def kill(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        if self._container is not None:
+            try:
+                self._container.remove(force=True)
+            except NotFound:
+                pass
+            except DockerException:
+                pass
+            self._container = None
+
+    close = kill
+
+    @property
+    def container_id(self) -> str | None:
+        return self._container.id if self._container is not None else None
+
+
+def leaked_containers(pool_id: str | None = None) -> list[str]:
+    """Names of sandbox containers still present (for one pool, or any pool)."""
+    label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
+    return [c.name for c in client().containers.list(all=True, filters={"label": label})]
+
+
+def remove_containers(pool_id: str | None = None) -> int:
+    label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
+    found = client().containers.list(all=True, filters={"label": label})
+    for c in found:
+        try:
+            c.remove(force=True)
+        except NotFound:
+            pass
+    return len(found)

@@ -1,0 +1,92 @@
+"""Pure functions that turn the runner's raw process outcomes into verdicts and results."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import signal
+
+from sandbox.checkers import check
+from sandbox.types import ExecResult, Job, Result, StageLimits, Verdict
+
+DISPLAY_BYTES = 16 << 10  # how much stdout/stderr/compiler output a Result carries
+# An abnormal end with peak memory this close to the limit is reported as MEMORY_LIMIT.
+MEMORY_NEAR_LIMIT = 0.9
+_OOM_MARKERS = ("std::bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def decode_output(raw: bytes, limit: int = DISPLAY_BYTES) -> tuple[str, bool]:
+    """Printable text from arbitrary bytes: invalid UTF-8 shows as \\xNN; flags truncation."""
+    truncated = len(raw) > limit
+    return raw[:limit].decode("utf-8", errors="backslashreplace"), truncated
+
+
+def classify_run(outcome: dict, limits: StageLimits) -> tuple[Verdict, str]:
+    """Verdict of one run before any output check. Order matters: our own kills decide first."""
+    killed_for = outcome.get("killed_for")
+    sig = outcome.get("signal")
+    if killed_for == "output_limit":
+        return Verdict.OUTPUT_LIMIT, f"output exceeded {limits.max_output_bytes} bytes"
+    if killed_for == "wall_limit":
+        return Verdict.TIME_LIMIT, f"wall time exceeded {limits.wall_s}s"
+    if outcome.get("exec_errno") is not None:
+        code = outcome["exec_errno"]
+        if code in (errno.ENOMEM, errno.E2BIG):
+            return Verdict.MEMORY_LIMIT, "program image does not fit the memory limit"
+        return Verdict.RUNTIME_ERROR, f"exec failed: {errno.errorcode.get(code, code)}"
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and outcome["cpu_s"] >= limits.cpu_s):
+        return Verdict.TIME_LIMIT, f"CPU time exceeded {limits.cpu_s}s"
+    if sig == signal.SIGXFSZ:
+        return Verdict.OUTPUT_LIMIT, f"file size exceeded {limits.max_file_mb} MB"
+    if outcome.get("exit_code") == 0:
+        return Verdict.OK, ""
+    stderr = base64.b64decode(outcome.get("stderr_b64", ""))[-4096:].decode("utf-8", "replace")
+    near_limit = outcome.get("memory_mb", 0.0) >= MEMORY_NEAR_LIMIT * limits.memory_mb
+    if near_limit or any(m in stderr for m in _OOM_MARKERS) or sig == signal.SIGKILL:
+        # SIGKILL we did not send comes from the kernel: the OOM killer or a failed exec of a huge image.
+        return Verdict.MEMORY_LIMIT, f"memory limit {limits.memory_mb} MB"
+    if sig is not None:
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return Verdict.RUNTIME_ERROR, f"killed by {name}"
+    return Verdict.RUNTIME_ERROR, f"exit code {outcome.get('exit_code')}"
+
+
+def exec_result(outcome: dict, verdict: Verdict, detail: str) -> ExecResult:
+    stdout, out_trunc = decode_output(base64.b64decode(outcome.get("stdout_b64", "")))
+    stderr, err_trunc = decode_output(base64.b64decode(outcome.get("stderr_b64", "")))
+    return ExecResult(
+        verdict=verdict, exit_code=outcome.get("exit_code"), signal=outcome.get("signal"),
+        cpu_s=outcome.get("cpu_s", 0.0), wall_s=outcome.get("wall_s", 0.0),
+        memory_mb=outcome.get("memory_mb", 0.0), stdout=stdout, stderr=stderr,
+        stdout_truncated=out_trunc or outcome.get("output_bytes", 0) > len(stdout.encode()),
+        stderr_truncated=err_trunc, detail=detail,
+    )
+
+
+def judge_compile(outcome: dict) -> ExecResult:
+    ok = outcome.get("exit_code") == 0 and not outcome.get("killed_for")
+    detail = {"wall_limit": "compile time limit", "output_limit": "compiler output limit"}.get(
+        outcome.get("killed_for") or "", ""
+    )
+    if not ok and not detail and outcome.get("signal"):
+        detail = f"compiler killed by signal {outcome['signal']}"
+    return exec_result(outcome, Verdict.OK if ok else Verdict.COMPILE_ERROR, detail)
+
+
+def judge_job(job: Job, reply: dict, compile_result: ExecResult | None) -> Result:
+    """Combine a compile outcome and the runner's per-test outcomes into the job's Result."""
+    if compile_result is not None and compile_result.verdict is not Verdict.OK:
+        return Result(Verdict.COMPILE_ERROR, compile=compile_result, tests_total=len(job.tests))
+    tests: list[ExecResult] = []
+    for test, outcome in zip(job.tests, reply["runs"]):
+        verdict, detail = classify_run(outcome, job.run_limits)
+        if verdict is Verdict.OK and test.expected_stdout is not None:
+            actual = base64.b64decode(outcome["stdout_b64"]).decode("utf-8", errors="replace")
+            if not check(test.checker, actual, test.expected_stdout):
+                verdict, detail = Verdict.WRONG_ANSWER, f"output differs ({test.checker} checker)"
+        tests.append(exec_result(outcome, verdict, detail))
+    failed = [t.verdict for t in tests if t.verdict is not Verdict.OK]
+    if len(tests) < len(job.tests) and not failed:
+        raise ValueError("runner returned fewer runs than tests without a failure")
+    return Result(failed[0] if failed else Verdict.OK, compile=compile_result, tests=tests,
+                  tests_total=len(job.tests))

@@ -1,0 +1,157 @@
+"""Records the sandbox hands out and takes in: limits, jobs, verdicts and results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+from sandbox.image import DEFAULT_FLAGS
+
+
+class Verdict(str, Enum):
+    OK = "OK"
+    COMPILE_ERROR = "COMPILE_ERROR"
+    RUNTIME_ERROR = "RUNTIME_ERROR"
+    TIME_LIMIT = "TIME_LIMIT"
+    MEMORY_LIMIT = "MEMORY_LIMIT"
+    OUTPUT_LIMIT = "OUTPUT_LIMIT"
+    WRONG_ANSWER = "WRONG_ANSWER"
+    # The infrastructure failed (worker died, daemon gone) and retries ran out. Never a program's verdict.
+    SANDBOX_ERROR = "SANDBOX_ERROR"
+
+
+@dataclass(frozen=True)
+class StageLimits:
+    """Limits for one stage (compile, or one test run). Enforced per process by rlimits plus a wall clock."""
+
+    cpu_s: float = 5.0
+    wall_s: float = 10.0
+    memory_mb: int = 512
+    max_processes: int = 16
+    max_file_mb: int = 16
+    max_output_bytes: int = 1 << 20
+    max_open_files: int = 64
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value <= 0:
+                raise ValueError(f"StageLimits.{name} must be > 0, got {value!r}")
+
+
+DEFAULT_COMPILE_LIMITS = StageLimits(
+    cpu_s=20.0, wall_s=30.0, memory_mb=2048, max_processes=16, max_file_mb=64, max_output_bytes=1 << 20,
+    max_open_files=256,
+)
+DEFAULT_RUN_LIMITS = StageLimits()
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One run of the compiled program. `expected_stdout=None` means the exit status alone decides."""
+
+    stdin: bytes = b""
+    expected_stdout: str | None = None
+    checker: str = "tokens"  # see sandbox.checkers.CHECKERS
+    args: tuple[str, ...] = ()
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True)
+class Job:
+    """Compile `files` (every .cpp/.cc is a translation unit; headers may be included) and run each test."""
+
+    files: dict[str, str]
+    flags: tuple[str, ...] = DEFAULT_FLAGS
+    tests: tuple[TestCase, ...] = (TestCase(),)
+    compile_limits: StageLimits = DEFAULT_COMPILE_LIMITS
+    run_limits: StageLimits = DEFAULT_RUN_LIMITS
+    stop_on_failure: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ValueError("Job.files is empty: give at least one source file")
+        for name in self.files:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"Job.files: invalid file name {name!r} (plain names only)")
+        if not any(n.endswith((".cpp", ".cc", ".cxx", ".c++", ".C")) for n in self.files):
+            raise ValueError("Job.files has no C++ translation unit (.cpp/.cc/.cxx)")
+        if not self.tests:
+            raise ValueError("Job.tests is empty: give at least one TestCase")
+
+    def compile_key(self) -> str:
+        """Content hash of what determines the binary: sources, flags and compile limits."""
+        blob = json.dumps([sorted(self.files.items()), list(self.flags), asdict(self.compile_limits)])
+        return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def run_key(self) -> str:
+        """Content hash of the whole job: identical jobs in a batch are executed once."""
+        tests = [[t.stdin.hex(), t.expected_stdout, t.checker, list(t.args)] for t in self.tests]
+        blob = json.dumps([self.compile_key(), tests, asdict(self.run_limits), self.stop_on_failure])
+        return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass
+class ExecResult:
+    """Outcome of one process: the compiler, or the program on one test."""
+
+    verdict: Verdict
+    exit_code: int | None
+    signal: int | None
+    cpu_s: float
+    wall_s: float
+    memory_mb: float
+    stdout: str  # decoded as UTF-8 with invalid bytes shown as \xNN escapes
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    """A job's verdict plus the compile outcome and one ExecResult per test that ran."""
+
+    verdict: Verdict
+    compile: ExecResult | None = None
+    tests: list[ExecResult] = field(default_factory=list)
+    tests_total: int = 0  # tests in the job (more than ran when stop_on_failure cut the run short)
+    attempts: int = 1
+    compile_cached: bool = False
+    deduplicated: bool = False
+    error: str = ""
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(t.verdict is Verdict.OK for t in self.tests)
+
+    def _headline(self) -> ExecResult | None:
+        """The test that decided the verdict (first failure, else the last), or the compile."""
+        for test in self.tests:
+            if test.verdict is not Verdict.OK:
+                return test
+        return self.tests[-1] if self.tests else self.compile
+
+    def to_json(self) -> dict:
+        head = self._headline()
+        return {
+            "verdict": self.verdict.value,
+            "exit_code": head.exit_code if head else None,
+            "signal": head.signal if head else None,
+            "wall_s": head.wall_s if head else 0.0,
+            "cpu_s": head.cpu_s if head else 0.0,
+            "memory_mb": head.memory_mb if head else 0.0,
+            "stdout": head.stdout if head and head is not self.compile else "",
+            "stderr": head.stderr if head and head is not self.compile else "",
+            "stdout_truncated": bool(head and head is not self.compile and head.stdout_truncated),
+            "compile_output": (self.compile.stdout + self.compile.stderr) if self.compile else "",
+            "compile_wall_s": self.compile.wall_s if self.compile else 0.0,
+            "detail": head.detail if head else self.error,
+            "tests_passed": self.tests_passed,
+            "tests_total": self.tests_total,
+            "attempts": self.attempts,
+            "compile_cached": self.compile_cached,
+            "error": self.error,
+        }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian machine (as root): apt packages, a Docker daemon, the sandbox image,
+# the bubblewrap PCH, and the Python venv (.venv) pinned by constraints.txt. Safe to run again: every step
+# checks before it acts, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp_dir=.venv/.crucible
+log() { echo "[setup] $*" >&2; }
+
+apt_packages=(docker.io bubblewrap debootstrap g++ libboost-dev libssl-dev python3 python3-venv util-linux)
+missing=()
+for p in "${apt_packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "need root to apt-get install: ${missing[*]}" >&2; exit 1; }
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "docker daemon"
+bash scripts/start_dockerd.sh
+log "sandbox image"
+bash scripts/build_sandbox_image.sh
+
+python=${PYTHON:-python3}
+req_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ ! -f "$stamp_dir/$req_hash" ]; then
+  log "python venv (.venv) with $($python --version)"
+  [ -x .venv/bin/python ] || $python -m venv .venv
+  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  mkdir -p "$stamp_dir" && rm -f "$stamp_dir"/* && touch "$stamp_dir/$req_hash"
+fi
+log "ready"
