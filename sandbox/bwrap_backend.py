@@ -13,6 +13,7 @@ cgroup; bounded by RLIMIT_AS x RLIMIT_NPROC) and CPU share.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import select
@@ -85,6 +86,7 @@ def bwrap_argv(config: SandboxConfig, runner_path: Path, pch_dir: Path) -> list[
         "--size", str(config.shm_mb << 20), "--tmpfs", "/dev/shm",
         "--ro-bind", str(runner_path), RUNNER_MOUNT,
         "--ro-bind", str(pch_dir), PCH_MOUNT,
+        "--remount-ro", "/",  # bwrap's own root tmpfs would otherwise be writable (and persist)
         "--chdir", "/work", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         "--", "/usr/bin/python3", "-I", "-S", RUNNER_MOUNT, "serve",
     ]
@@ -103,6 +105,7 @@ class BwrapWorker:
         self.uid = uid
         self.name = f"crucible-bwrap-{pool_id}-{index}"
         self._proc: subprocess.Popen | None = None
+        self._jail_pid: int | None = None
         self._argv = prepared
         self._reader: LineReader | None = None
 
@@ -113,14 +116,25 @@ class BwrapWorker:
             os.setuid(self.uid)
 
     def start(self) -> None:
+        info_r, info_w = os.pipe()
+        argv = [self._argv[0], "--info-fd", str(info_w), *self._argv[1:]]
         try:
             self._proc = subprocess.Popen(
-                self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(info_w,),
                 stderr=subprocess.DEVNULL, preexec_fn=self._drop_privileges, start_new_session=True,
                 env={"PATH": "/usr/bin:/bin"}, cwd="/",
             )
         except OSError as exc:
+            os.close(info_r)
             raise WorkerError(f"{self.name}: could not start bwrap: {exc}") from None
+        finally:
+            os.close(info_w)
+        # bwrap reports the jail's PID 1 (host pid): killing it ends every process in the jail.
+        with os.fdopen(info_r) as info:
+            try:
+                self._jail_pid = int(json.loads(info.read() or "{}").get("child-pid", 0)) or None
+            except ValueError:
+                self._jail_pid = None
         fd = self._proc.stdout.fileno()
 
         def read_some(timeout_s: float) -> bytes:
@@ -147,16 +161,22 @@ class BwrapWorker:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
+        jail_pid, self._jail_pid = self._jail_pid, None
+        for kill, pid in ((os.kill, jail_pid), (os.killpg, proc.pid)):
+            if pid:
+                try:
+                    kill(pid, 9)
+                except ProcessLookupError:
+                    pass
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
         proc.wait()
+        deadline = time.monotonic() + 10  # the jail's PID 1 is reaped by the host's init, not by us
+        while jail_pid and os.path.exists(f"/proc/{jail_pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     close = kill
 

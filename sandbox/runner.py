@@ -129,26 +129,31 @@ def _spawn(argv: list[str], limits: dict, stdin_fd: int, out_w: int, err_w: int,
     os._exit(127)
 
 
-def kill_all_others() -> None:
-    """SIGKILL every process we may signal (the whole jail but us) and reap them."""
-    for _ in range(1000):
+def kill_all_others(reaped: dict | None = None) -> None:
+    """SIGKILL every process we may signal (the whole jail but us) and reap them.
+
+    `reaped` collects pid -> (status, rusage) of what was reaped, so a caller can still learn how its
+    own child ended."""
+    for _ in range(10000):
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             break
-        _reap_zombies()
+        _reap_zombies(reaped)
         time.sleep(0.0005)
-    _reap_zombies()
+    _reap_zombies(reaped)
 
 
-def _reap_zombies() -> None:
+def _reap_zombies(reaped: dict | None = None) -> None:
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if reaped is not None:
+            reaped[pid] = (status, usage)
 
 
 def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
@@ -191,9 +196,13 @@ def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
                 sel.unregister(key.fd)
             if total > cap:
                 killed_for = "output_limit"
+    reaped: dict = {}
     if killed_for:
-        kill_all_others()
-    _, status, usage = os.wait4(pid, 0)
+        kill_all_others(reaped)
+    if pid in reaped:
+        status, usage = reaped.pop(pid)
+    else:
+        _, status, usage = os.wait4(pid, 0)
     wall = time.monotonic() - start
     kill_all_others()  # daemons and stray children die with the stage
     for fd in list(streams):  # all writers are dead now: drain to EOF

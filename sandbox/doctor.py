@@ -1,0 +1,60 @@
+"""`python -m sandbox doctor`: tell a new user what is missing for each backend and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from sandbox.image import DEFAULT_IMAGE
+
+
+def _run(argv: list[str], timeout: float = 20) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return proc.returncode == 0, (proc.stderr or proc.stdout).strip()
+
+
+def checks(image: str = DEFAULT_IMAGE) -> list[dict]:
+    """Each check: name, ok, detail, fix (a command or instruction)."""
+    out = []
+
+    def add(name: str, ok: bool, detail: str, fix: str) -> None:
+        out.append({"name": name, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+
+    add("g++", shutil.which("g++") is not None, shutil.which("g++") or "not found", "apt-get install g++")
+    docker_cli = shutil.which("docker")
+    add("docker CLI", docker_cli is not None, docker_cli or "not found", "apt-get install docker.io")
+    ok, detail = _run(["docker", "info", "--format", "{{.ServerVersion}}"]) if docker_cli else (False, "")
+    add("docker daemon", ok, detail.splitlines()[-1] if detail else "no answer",
+        "bash scripts/start_dockerd.sh   (or: systemctl start docker)")
+    ok_img, _ = _run(["docker", "image", "inspect", image]) if ok else (False, "")
+    add("sandbox image", ok_img, image if ok_img else f"{image} missing",
+        "bash scripts/build_sandbox_image.sh   (offline: debootstrap + docker import; "
+        "or docker build -t IMAGE -f sandbox/Dockerfile sandbox/)")
+    bwrap = shutil.which("bwrap")
+    add("bwrap", bwrap is not None, bwrap or "not found", "apt-get install bubblewrap")
+    if bwrap:
+        ok, detail = _run([bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/usr", "/usr",
+                           "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                           "--symlink", "usr/bin", "/bin", "--", "/bin/true"])
+        add("bwrap user namespaces", ok, detail or "ok",
+            "sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000")
+    py = "/usr/bin/python3"
+    add("jail python3 (bwrap)", os.access(py, os.X_OK), py, "apt-get install python3")
+    hdr = any(os.path.exists(p) for p in ("/usr/include/boost/any.hpp",))
+    add("boost headers (bwrap)", hdr, "boost/any.hpp", "apt-get install libboost-dev")
+    ssl = os.path.exists("/usr/include/openssl/md5.h")
+    add("openssl headers (bwrap)", ssl, "openssl/md5.h", "apt-get install libssl-dev")
+    return out
+
+
+def backends_ready(results: list[dict]) -> dict[str, bool]:
+    ok = {r["name"]: r["ok"] for r in results}
+    return {
+        "docker": ok.get("docker daemon", False) and ok.get("sandbox image", False),
+        "bwrap": ok.get("bwrap user namespaces", False) and ok.get("g++", False)
+        and ok.get("jail python3 (bwrap)", False),
+    }

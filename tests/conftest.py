@@ -1,0 +1,80 @@
+"""Shared fixtures: real sandbox pools per backend, skipped with a reason when a backend is absent,
+and a session-end leak check (no sandbox containers or jail processes left behind)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE_DIR = Path(__file__).with_name("hostile")
+HUMANEVAL_X = REPO.parent / "shared" / "data" / "humaneval-x" / "humaneval_cpp.jsonl.gz"
+
+
+def _docker_ready() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker CLI missing"
+    from sandbox.image import DEFAULT_IMAGE
+
+    if subprocess.run(["docker", "image", "inspect", DEFAULT_IMAGE], capture_output=True).returncode:
+        return f"Docker daemon or image {DEFAULT_IMAGE} unavailable (run `make setup`)"
+    return None
+
+
+def _bwrap_ready() -> str | None:
+    return None if shutil.which("bwrap") else "bubblewrap missing"
+
+
+def backend_skip_reason(backend: str) -> str | None:
+    reason = _docker_ready() if backend == "docker" else _bwrap_ready()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"{backend} backend must be available in CI: {reason}")
+    return reason
+
+
+@pytest.fixture(params=["docker", "bwrap"])
+def backend(request) -> str:
+    reason = backend_skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def make_pool():
+    """Factory for started pools; every pool it made is closed at the end of the test."""
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    pools = []
+
+    def make(backend: str, **overrides) -> SandboxPool:
+        overrides.setdefault("num_workers", 2)
+        pool = SandboxPool(SandboxConfig(backend=backend, **overrides)).start()
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def _jail_processes() -> list[str]:
+    """Host processes running as a jail uid (>= 200000): none may outlive their pool."""
+    out = subprocess.run(["ps", "-e", "-o", "uid=,pid=,comm="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split() and int(line.split()[0]) >= 200_000]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks_after_session():
+    yield
+    leaks = _jail_processes()
+    if _docker_ready() is None:
+        from sandbox.docker_backend import leaked_containers
+
+        leaks += leaked_containers()
+    assert not leaks, f"sandbox leaked processes/containers: {leaks}"

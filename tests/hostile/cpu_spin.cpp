@@ -1,0 +1,2 @@
+// expect: TIME_LIMIT
+int main() { volatile unsigned long x = 0; for (;;) x++; }

@@ -1,0 +1,3 @@
+// expect: TIME_LIMIT RUNTIME_ERROR
+#include <unistd.h>
+int main() { for (;;) fork(); }

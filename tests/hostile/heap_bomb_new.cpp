@@ -1,0 +1,3 @@
+// expect: MEMORY_LIMIT
+#include <vector>
+int main() { std::vector<char> v(1ULL << 36); return v[12345]; }

@@ -1,0 +1,2 @@
+// expect: RUNTIME_ERROR
+int main() { __builtin_trap(); }

@@ -1,0 +1,3 @@
+// expect: COMPILE_ERROR
+#include "/dev/urandom"
+int main() { return 0; }

@@ -1,0 +1,3 @@
+// expect: COMPILE_ERROR
+#include "/dev/zero"
+int main() { return 0; }

@@ -1,0 +1,3 @@
+// expect: COMPILE_ERROR
+#include __FILE__
+int main() { return 0; }

@@ -1,0 +1,3 @@
+// expect: OK
+#include <csignal>
+int main() { kill(-1, SIGKILL); return 0; }

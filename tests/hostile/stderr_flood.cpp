@@ -1,0 +1,3 @@
+// expect: OUTPUT_LIMIT
+#include <cstdio>
+int main() { for (;;) fputs("flood flood flood flood flood flood flood flood\n", stderr); }
