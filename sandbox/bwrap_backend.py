@@ -158,16 +158,22 @@ class BwrapWorker:
         return decode_reply(self._reader.readline(time.monotonic() + timeout_s), self.name)
 
     def kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        jail_pid, self._jail_pid = self._jail_pid, None
-        for kill, pid in ((os.kill, jail_pid), (os.killpg, proc.pid)):
+        """SIGKILL the jail (safe from any thread): the owner's pending read then sees EOF."""
+        proc = self._proc
+        for kill, pid in ((os.kill, self._jail_pid), (os.killpg, proc.pid if proc else None)):
             if pid:
                 try:
                     kill(pid, 9)
                 except ProcessLookupError:
                     pass
+
+    def close(self) -> None:
+        """Kill, release the pipes and wait until the jail is gone (owner thread only)."""
+        self.kill()
+        proc, self._proc = self._proc, None
+        jail_pid, self._jail_pid = self._jail_pid, None
+        if proc is None:
+            return
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
@@ -177,8 +183,6 @@ class BwrapWorker:
         deadline = time.monotonic() + 10  # the jail's PID 1 is reaped by the host's init, not by us
         while jail_pid and os.path.exists(f"/proc/{jail_pid}") and time.monotonic() < deadline:
             time.sleep(0.01)
-
-    close = kill
 
     @property
     def pid(self) -> int | None:

@@ -101,7 +101,7 @@ class DockerWorker:
             self._sock = self._container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
             self._container.start()
         except DockerException as exc:
-            self.kill()
+            self.close()
             raise WorkerError(f"{self.name}: could not start container: {exc}") from None
         raw = self._sock._sock  # docker-py exposes the raw socket of the hijacked HTTP connection
         self._reader = LineReader(_Demux(raw).read_some)
@@ -119,22 +119,28 @@ class DockerWorker:
         return decode_reply(self._reader.readline(time.monotonic() + timeout_s), self.name)
 
     def kill(self) -> None:
-        if self._sock is not None:
+        """SIGKILL the container (safe from any thread): the owner's pending read then sees EOF."""
+        container = self._container
+        if container is not None:
             try:
-                self._sock.close()
-            except OSError:
-                pass
-            self._sock = None
-        if self._container is not None:
-            try:
-                self._container.remove(force=True)
-            except NotFound:
-                pass
+                container.kill()
             except DockerException:
                 pass
-            self._container = None
 
-    close = kill
+    def close(self) -> None:
+        """Remove the container and its attach socket (owner thread only)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except DockerException:
+                pass
 
     @property
     def container_id(self) -> str | None:

@@ -85,6 +85,8 @@ def judge_job(job: Job, reply: dict, compile_result: ExecResult | None) -> Resul
             if not check(test.checker, actual, test.expected_stdout):
                 verdict, detail = Verdict.WRONG_ANSWER, f"output differs ({test.checker} checker)"
         tests.append(exec_result(outcome, verdict, detail))
+        if job.stop_on_failure and verdict is not Verdict.OK:
+            break
     failed = [t.verdict for t in tests if t.verdict is not Verdict.OK]
     if len(tests) < len(job.tests) and not failed:
         raise ValueError("runner returned fewer runs than tests without a failure")

@@ -291,7 +291,7 @@ class SandboxPool:
 
     def _on_worker_failure(self, worker: Worker, task: _Task, exc: WorkerError) -> None:
         log.warning("sandbox worker %s failed (%s); restarting", worker.name, exc)
-        worker.kill()
+        worker.close()
         with self._stats_lock:
             self.stats.worker_restarts += 1
         if task.attempts <= self.config.max_retries:
@@ -309,7 +309,7 @@ class SandboxPool:
                 return
             except WorkerError as start_exc:
                 log.warning("restarting %s failed (%s)", worker.name, start_exc)
-                worker.kill()
+                worker.close()
                 time.sleep(min(2.0, 0.2 * 2**attempt))
         log.error("worker %s could not be restarted; it keeps retrying per job", worker.name)
 

@@ -25,8 +25,9 @@ class Worker(Protocol):
     def start(self) -> None: ...
     def request(self, payload: dict, timeout_s: float) -> dict: ...
     def kill(self) -> None:
-        """Kill the jail abruptly (used on timeouts and by fault-injection tests)."""
-    def close(self) -> None: ...
+        """SIGKILL the jail; safe from any thread (fault-injection tests use it mid-batch)."""
+    def close(self) -> None:
+        """Kill and release everything; only from the thread that owns the worker."""
 
 
 class LineReader:
