@@ -39,7 +39,7 @@ SCRATCH_DIRS = ("/work", "/tmp", "/dev/shm")
 PCH_ROOT = "/opt/crucible/pch"
 JOB_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "LANG": "C.UTF-8",
+    "LANG": "C",  # plain ASCII quotes in compiler messages
     "HOME": "/tmp",
     "TMPDIR": "/tmp",
 }
@@ -70,6 +70,17 @@ def build_pch(root: str, flags: list[str], compiler: str = "g++") -> str:
     subprocess.run([compiler, *flags, "-x", "c++-header", header, "-o", tmp], check=True)
     os.replace(tmp, os.path.join(out_dir, "stdc++.h.gch"))
     return os.path.dirname(out_dir)
+
+
+def fast_linker_flags(flags: list[str]) -> list[str]:
+    """`-fuse-ld=` for the fastest installed linker (same output, 1.5-2x faster links), unless the job
+    chose its own linker or passes linker options that only the default linker may understand."""
+    if any(f.startswith(("-fuse-ld", "-Wl,", "-Xlinker")) for f in flags):
+        return []
+    for name in ("mold", "lld", "gold"):
+        if shutil.which(f"ld.{name}", path=JOB_ENV["PATH"]):
+            return [f"-fuse-ld={name}"]
+    return []
 
 
 def split_flags(flags: list[str]) -> tuple[list[str], list[str]]:
@@ -321,7 +332,8 @@ def run_job(req: dict) -> dict:
         compile_flags, link_flags = split_flags(list(req["flags"]))
         pch_dir = os.path.join(PCH_ROOT, pch_key(compile_flags))
         include_pch = ["-I", pch_dir] if os.path.isdir(pch_dir) else []
-        argv = [_find("g++"), *include_pch, *compile_flags, "-I", src_dir, "-o", prog, *sources, *link_flags]
+        argv = [_find("g++"), *include_pch, *compile_flags, "-I", src_dir, "-o", prog, *sources, *link_flags,
+                *fast_linker_flags(list(req["flags"]))]
         reply["compile"] = result = execute(argv, req["compile_limits"])
         reply["compile"]["used_pch"] = bool(include_pch)
         # Sources (tests included) must never be visible to the program at run time.

@@ -70,3 +70,11 @@ def test_binary_cache_evicts_least_recently_used_by_bytes():
     assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
     cache.put("huge", _compiled(1000))
     assert cache.get("huge") is None
+
+
+def test_fast_linker_is_skipped_when_the_job_controls_linking():
+    from sandbox.runner import fast_linker_flags
+
+    assert fast_linker_flags(["-O2", "-Wl,--wrap=malloc"]) == []
+    assert fast_linker_flags(["-fuse-ld=bfd"]) == []
+    assert fast_linker_flags(["-O2"]) in ([], ["-fuse-ld=mold"], ["-fuse-ld=lld"], ["-fuse-ld=gold"])
