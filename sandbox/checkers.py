@@ -55,9 +55,11 @@ CHECKERS: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def check(name: str, actual: str, expected: str) -> bool:
+def check(name: str, actual: str, expected: str, abs_tol: float = 1e-6, rel_tol: float = 1e-6) -> bool:
     try:
         checker = CHECKERS[name]
     except KeyError:
         raise ValueError(f"unknown checker {name!r}; choose one of {sorted(CHECKERS)}") from None
+    if checker is floats_close:
+        return floats_close(actual, expected, abs_tol=abs_tol, rel_tol=rel_tol)
     return checker(actual, expected)

@@ -82,7 +82,7 @@ def judge_job(job: Job, reply: dict, compile_result: ExecResult | None) -> Resul
         verdict, detail = classify_run(outcome, job.run_limits)
         if verdict is Verdict.OK and test.expected_stdout is not None:
             actual = base64.b64decode(outcome["stdout_b64"]).decode("utf-8", errors="replace")
-            if not check(test.checker, actual, test.expected_stdout):
+            if not check(test.checker, actual, test.expected_stdout, abs_tol=test.abs_tol, rel_tol=test.rel_tol):
                 verdict, detail = Verdict.WRONG_ANSWER, f"output differs ({test.checker} checker)"
         tests.append(exec_result(outcome, verdict, detail))
         if job.stop_on_failure and verdict is not Verdict.OK:

@@ -251,7 +251,12 @@ class SandboxPool:
                 task = self._queue.popleft()
             if task is None:
                 return
-            self._execute(worker, task)
+            try:
+                self._execute(worker, task)
+            except Exception as exc:  # noqa: BLE001 - a dead worker thread would hang every batch
+                log.exception("sandbox worker thread %s: unexpected error", worker.name)
+                task.on_done(Result(Verdict.SANDBOX_ERROR, attempts=task.attempts, error=repr(exc),
+                                    tests_total=len(task.job.tests)), None)
 
     def _execute(self, worker: Worker, task: _Task) -> None:
         job = task.job
@@ -278,10 +283,14 @@ class SandboxPool:
             return
         compiled = None
         compile_result = None
-        if reply.get("compile") is not None:
-            compile_result = judge_compile(reply["compile"])
-            compiled = _Compiled(compile_result, reply.get("binary_b64"))
-        result = judge_job(job, reply, compile_result)
+        try:
+            if reply.get("compile") is not None:
+                compile_result = judge_compile(reply["compile"])
+                compiled = _Compiled(compile_result, reply.get("binary_b64"))
+            result = judge_job(job, reply, compile_result)
+        except (KeyError, TypeError, ValueError) as exc:  # a reply we cannot interpret is the jail's fault
+            self._on_worker_failure(worker, task, WorkerError(f"{worker.name}: bad reply: {exc!r}"))
+            return
         result.attempts = task.attempts
         with self._stats_lock:
             self.stats.executed += 1

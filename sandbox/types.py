@@ -55,6 +55,8 @@ class TestCase:
     expected_stdout: str | None = None
     checker: str = "tokens"  # see sandbox.checkers.CHECKERS
     args: tuple[str, ...] = ()
+    abs_tol: float = 1e-6  # for checker="float"
+    rel_tol: float = 1e-6
 
     __test__ = False  # not a pytest test class
 
@@ -69,6 +71,7 @@ class Job:
     compile_limits: StageLimits = DEFAULT_COMPILE_LIMITS
     run_limits: StageLimits = DEFAULT_RUN_LIMITS
     stop_on_failure: bool = False
+    compile_only: bool = False  # no run stage: the verdict is the compile's (tests must be empty)
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -78,8 +81,10 @@ class Job:
                 raise ValueError(f"Job.files: invalid file name {name!r} (plain names only)")
         if not any(n.endswith((".cpp", ".cc", ".cxx", ".c++", ".C")) for n in self.files):
             raise ValueError("Job.files has no C++ translation unit (.cpp/.cc/.cxx)")
-        if not self.tests:
-            raise ValueError("Job.tests is empty: give at least one TestCase")
+        if self.compile_only and self.tests:
+            raise ValueError("Job.tests must be empty when compile_only=True")
+        if not self.tests and not self.compile_only:
+            raise ValueError("Job.tests is empty: give at least one TestCase (or compile_only=True)")
 
     def compile_key(self) -> str:
         """Content hash of what determines the binary: sources, flags and compile limits."""
@@ -88,7 +93,8 @@ class Job:
 
     def run_key(self) -> str:
         """Content hash of the whole job: identical jobs in a batch are executed once."""
-        tests = [[t.stdin.hex(), t.expected_stdout, t.checker, list(t.args)] for t in self.tests]
+        tests = [[t.stdin.hex(), t.expected_stdout, t.checker, list(t.args), t.abs_tol, t.rel_tol]
+                 for t in self.tests]
         blob = json.dumps([self.compile_key(), tests, asdict(self.run_limits), self.stop_on_failure])
         return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 

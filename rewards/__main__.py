@@ -1,0 +1,130 @@
+"""Command line: score completions of C++ tasks in the sandbox. The last stdout line is one JSON summary.
+
+    python -m rewards eval  --tasks PATH --completions PATH|canonical [--backend docker|bwrap] [--out FILE]
+    python -m rewards score --tasks PATH --completions PATH   # GRPO batches: reward mean/std per group
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from rewards.passk import available_ks, mean_pass_at_k
+from rewards.tasks import load_embedded, load_tasks
+from rewards.types import ScoredSample, Task
+
+
+def read_completions(path: Path, tasks: dict[str, Task]) -> list[tuple[Task, str]]:
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
+                raise ValueError(f"{path}:{lineno}: field 'task_id' is missing or not a string")
+            if not isinstance(row.get("completion"), str):
+                raise ValueError(f"{path}:{lineno}: field 'completion' is missing or not a string")
+            if row["task_id"] not in tasks:
+                raise ValueError(f"{path}:{lineno}: task_id {row['task_id']!r} is not in the task file")
+            items.append((tasks[row["task_id"]], row["completion"]))
+    if not items:
+        raise ValueError(f"{path}: no completions")
+    return items
+
+
+def summarize(scored: list[ScoredSample]) -> dict:
+    """pass@k (unbiased) over tasks, verdict counts, reward mean; sandbox failures excluded and counted."""
+    usable = [s for s in scored if s.reward is not None]
+    per_task: dict[str, list[bool]] = defaultdict(list)
+    for s in usable:
+        per_task[s.task_id].append(s.passed)
+    counts = [(len(v), sum(v)) for v in per_task.values()]
+    summary: dict = {
+        "samples": len(scored), "scored": len(usable), "sandbox_errors": len(scored) - len(usable),
+        "tasks": len(per_task), "passed": sum(s.passed for s in usable),
+        "verdicts": dict(Counter(s.verdict for s in scored)),
+        "reward_mean": round(statistics.fmean([s.reward for s in usable]), 4) if usable else None,
+    }
+    for k in available_ks(n for n, _ in counts):
+        summary[f"pass@{k}"] = round(mean_pass_at_k(counts, k), 4)
+    if usable:
+        components = usable[0].components.keys()
+        summary["reward_components"] = {c: round(statistics.fmean(s.components[c] for s in usable), 4)
+                                        for c in components}
+    return summary
+
+
+def group_stats(scored: list[ScoredSample]) -> list[dict]:
+    groups: dict[str, list[ScoredSample]] = defaultdict(list)
+    for s in scored:
+        groups[s.task_id].append(s)
+    out = []
+    for task_id, samples in groups.items():
+        rewards = [s.reward for s in samples if s.reward is not None]
+        out.append({"task_id": task_id, "n": len(samples),
+                    "reward_mean": round(statistics.fmean(rewards), 4) if rewards else None,
+                    "reward_std": round(statistics.pstdev(rewards), 4) if rewards else None,
+                    "pass_rate": round(sum(s.passed for s in samples) / len(samples), 4)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["eval", "score"])
+    parser.add_argument("--tasks", required=True, help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded'")
+    parser.add_argument("--completions", required=True, help="JSONL of {task_id, completion}, or 'canonical'")
+    parser.add_argument("--backend", default="docker", choices=["docker", "bwrap"])
+    parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: one per core)")
+    parser.add_argument("--mode", default="raw", choices=["raw", "chat"], help="completion extraction")
+    parser.add_argument("--out", help="write one JSON line per completion, in input order")
+    args = parser.parse_args(argv)
+
+    from rewards.scorer import Scorer, canonical_items
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+    from sandbox.worker import WorkerError
+
+    try:
+        tasks = load_embedded() if args.tasks == "embedded" else load_tasks(args.tasks)
+        by_id = {t.task_id: t for t in tasks}
+        items = canonical_items(tasks) if args.completions == "canonical" else read_completions(
+            Path(args.completions), by_id)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = SandboxConfig(backend=args.backend, **({"num_workers": args.workers} if args.workers else {}))
+    try:
+        with SandboxPool(cfg) as pool:
+            scored = Scorer(pool, mode=args.mode).score(items, progress=True)
+    except WorkerError as exc:
+        print(f"error: sandbox unavailable: {exc}", file=sys.stderr)
+        return 3
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w") as f:
+            for s in scored:
+                f.write(json.dumps(s.to_json()) + "\n")
+    summary = summarize(scored)
+    if args.command == "score":
+        groups = group_stats(scored)
+        for g in groups:
+            print(f"{g['task_id']:<40} n={g['n']:<3} reward {g['reward_mean']} +- {g['reward_std']}"
+                  f"  pass {g['pass_rate']}")
+        summary["groups"] = len(groups)
+        summary["group_reward_std_mean"] = round(statistics.fmean(
+            g["reward_std"] for g in groups if g["reward_std"] is not None), 4) if groups else None
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

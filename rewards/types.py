@@ -1,0 +1,76 @@
+"""Records of the rewards package: tasks (a prompt plus the means to verify an answer) and scored samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+TaskKind = Literal["function", "stdio", "compile"]
+
+
+@dataclass(frozen=True)
+class StdioCase:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A prompt and how to verify a completion of it.
+
+    kind="function": `prompt` ends with the `{` of the function to complete; `tests` is assert-style C++
+    with a `main`, compiled in its own translation unit (see rewards.harness).
+    kind="stdio": the completed program reads stdin; `cases` are checked with `checker` on the host.
+    kind="compile": compiling alone decides (pretraining's compile-rate eval).
+    """
+
+    task_id: str
+    kind: TaskKind
+    prompt: str
+    tests: str = ""
+    cases: tuple[StdioCase, ...] = ()
+    checker: str = "tokens"
+    abs_tol: float = 1e-6
+    rel_tol: float = 1e-6
+    reference: str | None = None  # a completion known to pass (canonical solution)
+    entry_point: str = ""
+    stop_tokens: tuple[str, ...] = ()
+    completion_suffix: str = ""  # appended after the completion (MultiPL-E's closing brace)
+    flags: tuple[str, ...] = ("-std=c++17", "-O2")
+    link_flags: tuple[str, ...] = ()
+    tier: int | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            raise ValueError("Task.task_id is empty")
+        if self.kind == "function" and not self.tests.strip():
+            raise ValueError(f"task {self.task_id}: kind=function needs `tests`")
+        if self.kind == "stdio" and not self.cases:
+            raise ValueError(f"task {self.task_id}: kind=stdio needs at least one case")
+        if self.kind not in ("function", "stdio", "compile"):
+            raise ValueError(f"task {self.task_id}: unknown kind {self.kind!r}")
+
+
+@dataclass
+class ScoredSample:
+    """One completion's verdict and reward; `components` are reported separately for dashboards."""
+
+    task_id: str
+    completion: str
+    passed: bool
+    verdict: str
+    tests_passed: int
+    tests_total: int
+    reward: float | None  # None: could not be scored (sandbox failure); never turned into a number
+    components: dict[str, float] = field(default_factory=dict)
+    warnings: int = 0
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "task_id": self.task_id, "passed": self.passed, "verdict": self.verdict,
+            "tests_passed": self.tests_passed, "tests_total": self.tests_total, "reward": self.reward,
+            **{f"reward/{k}": v for k, v in self.components.items()}, "warnings": self.warnings,
+            "detail": self.detail,
+        }

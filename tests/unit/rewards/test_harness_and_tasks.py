@@ -1,0 +1,108 @@
+"""Harness assembly and line verification (pure), task loaders and their error messages."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from rewards.harness import assemble, declarations_from_prompt, new_secret, verify
+from rewards.siphash import siphash24
+from rewards.tasks import is_heldout, load_tasks
+
+
+def line(secret: str, kind: str, a: int, b: int) -> str:
+    tag = siphash24(bytes.fromhex(secret), f"{kind} {a} {b}".encode())
+    return f"@@crucible {kind} {a} {b} {tag:016x}\n"
+
+
+def test_verify_counts_only_authentic_lines():
+    s = new_secret()
+    out = line(s, "assert", 1, 1) + line(s, "assert", 2, 0) + line(s, "assert", 3, 1) + line(s, "done", 3, 0)
+    report = verify(out, s, 3)
+    assert (report.completed, report.sites_passed, report.forged_lines) == (True, 2, 0)
+    forged = "@@crucible done 3 0 0123456789abcdef\n" + line(new_secret(), "assert", 2, 1)
+    report = verify(out + forged, s, 3)
+    assert report.sites_passed == 2 and report.forged_lines == 2
+
+
+def test_verify_requires_a_consistent_done_line():
+    s = new_secret()
+    asserts = line(s, "assert", 1, 1) + line(s, "assert", 2, 1)
+    assert not verify(asserts, s, 2).completed  # exited before the end
+    assert not verify(asserts + line(s, "done", 3, 0), s, 2).completed  # a line was dropped
+    assert verify(asserts + line(s, "done", 2, 0), s, 2).completed
+    loop = line(s, "assert", 1, 1) + line(s, "assert", 1, 0) + line(s, "done", 2, 0)
+    assert verify(loop, s, 1).sites_passed == 0  # a site that ever failed does not pass
+
+
+def test_declarations_turn_bodies_into_prototypes():
+    prompt = ('#include <string>\nusing namespace std;\nstring helper(string s){ return s + "{"; }\n'
+              "namespace ns { int g(int x) { return x; } }\n/* doc { */\nstring target(string s){\n")
+    decl = declarations_from_prompt(prompt)
+    assert "string helper(string s);" in decl and "int g(int x);" in decl
+    assert decl.rstrip().endswith("string target(string s);") and 'return s + "{"' not in decl
+    with pytest.raises(ValueError, match="must end inside the body"):
+        declarations_from_prompt("int f();")
+
+
+def test_assemble_isolates_the_test_unit():
+    a = assemble("int add(int a, int b) {\n", "  return a + b;\n}", "#include <cassert>\nint main() {\n"
+                 "  assert(add(1, 2) == 3);\n  assert (add(0, 0) == 0);\n}\n")
+    assert a.num_sites == 2
+    test = a.files["test.cpp"]
+    assert "CRUCIBLE_ASSERT(1, add(1, 2) == 3)" in test and "CRUCIBLE_ASSERT(2, add(0, 0) == 0)" in test
+    assert "int add(int a, int b);" in test and "return a + b" not in test
+    assert "int crucible_test_main(" in test and "namespace {" in test
+    assert a.files["solution.cpp"].startswith("int add(int a, int b) {\n  return a + b;")
+    with pytest.raises(ValueError, match="no assert"):
+        assemble("int f() {", "}", "int main(){}")
+
+
+def test_loaders_detect_formats(tmp_path: Path):
+    he = tmp_path / "he.jsonl.gz"
+    with gzip.open(he, "wt") as f:
+        f.write(json.dumps({"task_id": "CPP/0", "prompt": "int f() {\n", "declaration": "int f() {\n",
+                            "canonical_solution": "return 1;\n}\n", "test": "int main(){assert(f()==1);}"}) + "\n")
+    (task,) = load_tasks(he)
+    assert (task.source, task.kind, task.entry_point, task.link_flags) == ("humaneval-x", "function", "f", ("-lcrypto",))
+    mpe = tmp_path / "mpe.jsonl"
+    mpe.write_text(json.dumps({"name": "HumanEval_1_add", "language": "cpp", "prompt": "long add(long a) {\n",
+                               "tests": "}\nint main() {\n    auto candidate = add;\n    assert(candidate(1) == 2);\n}\n",
+                               "stop_tokens": ["\n}"]}) + "\n")
+    (task,) = load_tasks(mpe)
+    assert task.source == "multipl-e" and task.completion_suffix == "}\n" and task.tests.lstrip().startswith("int main")
+    stdio = tmp_path / "s.jsonl"
+    stdio.write_text(json.dumps({"task_id": "s1", "prompt": "int main(){", "cases": [{"input": "1", "output": "1"}],
+                                 "checker": "float", "abs_tol": 0.01}) + "\n")
+    (task,) = load_tasks(stdio)
+    assert task.kind == "stdio" and task.checker == "float" and task.abs_tol == 0.01
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"task_id": "a", "prompt": "x"\n', r"bad.jsonl:1: invalid JSON"),
+    ('\n{"task_id": "a"}\n', r"bad.jsonl:2: field 'prompt' is missing"),
+    ('{"task_id": "a", "prompt": "p", "kind": "stdio", "cases": [{"input": 1}]}\n', r"cases\[0\] needs string"),
+    ('{"task_id": "a", "prompt": "p", "kind": "stdio"}\n', "needs at least one case"),
+    ('{"task_id": "a", "prompt": "p", "cases": [{"input": "", "output": ""}], "checker": "regex"}\n', "checker"),
+    ('{"task_id": "a", "prompt": "p", "kind": "compile"}\n{"task_id": "a", "prompt": "p", "kind": "compile"}\n',
+     "duplicate task_id 'a'"),
+    ("", "has no tasks"),
+])
+def test_loader_errors_name_file_line_and_field(tmp_path: Path, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_tasks(bad)
+
+
+def test_missing_task_file():
+    with pytest.raises(ValueError, match="does not exist"):
+        load_tasks("/nonexistent/tasks.jsonl")
+
+
+def test_heldout_split_is_deterministic_and_roughly_sized():
+    ids = [f"t{i}" for i in range(2000)]
+    held = [i for i in ids if is_heldout(i, 0.25)]
+    assert held == [i for i in ids if is_heldout(i, 0.25)]
+    assert 400 < len(held) < 600

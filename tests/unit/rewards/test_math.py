@@ -1,0 +1,89 @@
+"""pass@k, reward composition, extraction and SipHash against hand-computed values."""
+
+from math import comb
+
+import pytest
+
+from rewards.extract import cut_at_stop, defines_function, extract, fenced_block
+from rewards.passk import available_ks, mean_pass_at_k, pass_at_k
+from rewards.reward import RewardConfig, count_warnings, has_reasoning, reward_components
+from rewards.siphash import siphash24
+
+
+@pytest.mark.parametrize("n,c,k,expected", [
+    (10, 0, 1, 0.0), (10, 10, 1, 1.0), (10, 3, 1, 0.3),
+    (5, 2, 2, 1 - comb(3, 2) / comb(5, 2)),  # 1 - 3/10 = 0.7
+    (4, 1, 3, 0.75), (3, 1, 3, 1.0), (8, 7, 2, 1.0),
+])
+def test_pass_at_k_hand_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_equals_brute_force_over_subsets():
+    from itertools import combinations
+
+    outcomes = [1, 0, 0, 1, 0, 0]
+    for k in range(1, 7):
+        subsets = list(combinations(outcomes, k))
+        brute = sum(any(s) for s in subsets) / len(subsets)
+        assert pass_at_k(6, 2, k) == pytest.approx(brute)
+
+
+def test_pass_at_k_bad_input_and_available_ks():
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+    with pytest.raises(ValueError, match="exceeds"):
+        pass_at_k(3, 1, 5)
+    assert mean_pass_at_k([(2, 1), (2, 2)], 1) == pytest.approx(0.75)
+    assert available_ks([8, 10, 9]) == [1, 2, 5]
+
+
+def test_default_reward_components():
+    cfg = RewardConfig()
+    assert reward_components(False, 0, 0, 3, False, cfg) == {"compile": -1.0, "warnings": 0.0, "tests": 0.0, "reasoning": 0.0}
+    full = reward_components(True, 0, 3, 3, True, cfg)
+    assert full == {"compile": 1.0, "warnings": 0.5, "tests": 5.0, "reasoning": 0.5} and sum(full.values()) == 7.0
+    partial = reward_components(True, 2, 1, 4, False, cfg)
+    assert partial == {"compile": 1.0, "warnings": 0.0, "tests": 1.25, "reasoning": 0.0}
+
+
+def test_bonus_requires_a_pass():
+    cfg = RewardConfig(bonus_requires_a_pass=True)
+    assert sum(reward_components(True, 0, 0, 3, False, cfg).values()) == 0.0
+    assert sum(reward_components(True, 0, 1, 3, False, cfg).values()) == pytest.approx(1 + 0.5 + 5 / 3)
+
+
+def test_weights_are_configurable():
+    cfg = RewardConfig(compile_fail=-2, compile_ok=0.25, no_warnings=0, tests=1, reasoning=0)
+    assert sum(reward_components(True, 0, 1, 2, True, cfg).values()) == 0.75
+    assert sum(reward_components(False, 0, 0, 2, True, cfg).values()) == -2
+
+
+def test_reasoning_and_warning_detection():
+    assert has_reasoning("/* REASONING: sort first */ return x;")
+    assert not has_reasoning("// REASONING: nope") and not has_reasoning("/* reasoning */")
+    out = ("/work/src/solution.cpp:3:5: warning: unused variable 'x' [-Wunused-variable]\n"
+           "/work/src/solution.cpp:12:5: warning: comparison of integer expressions\n"
+           "/work/src/test.cpp:20:1: warning: in the tests\n")
+    assert count_warnings(out, "solution.cpp", first_line=10) == 1
+    assert count_warnings(out, "solution.cpp") == 2 and count_warnings(out, "test.cpp") == 1
+
+
+def test_extraction():
+    assert cut_at_stop("  return 1;\n}\n\nint main", ("\n}\n", "\nint main")) == "  return 1;"
+    assert cut_at_stop("abc", ()) == "abc"
+    chat = "Here:\n```cpp\nint f(){return 1;}\n```\nand better:\n```c++\nint f(){return 2;}\n```\n"
+    assert fenced_block(chat) == "int f(){return 2;}\n" and extract(chat, "chat") == "int f(){return 2;}\n"
+    assert extract("no fence", "chat") == "no fence"
+    assert extract("```cpp\nint g(){}\n", "chat") == "int g(){}\n"  # unterminated fence
+    assert defines_function("long add(long a, long b) {\n return a+b; }", "add")
+    assert not defines_function("long add(long a, long b);", "add")
+    with pytest.raises(ValueError, match="unknown extraction mode"):
+        extract("x", "json")
+
+
+def test_siphash_reference_vectors():
+    key = bytes(range(16))
+    assert siphash24(key, b"") == 0x726FDB47DD0E0E31
+    assert siphash24(key, bytes(range(15))) == 0xA129CA6149BE45E5
+    assert siphash24(key, bytes(range(8))) == 0x93F5F5799A932462
