@@ -87,7 +87,9 @@ class DockerWorker:
         try:
             self._container = self._client.containers.create(
                 cfg.image, ["python3", "-I", "-S", RUNNER_MOUNT, "serve"], name=self.name,
-                user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=True,
+                # detach=False makes docker-py set StdinOnce: when this process dies the attach closes,
+                # the runner reads EOF and exits, and auto_remove deletes the container.
+                user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=False, auto_remove=True,
                 network_mode="none", read_only=True, working_dir="/work", hostname="sandbox",
                 tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,")},
                 shm_size=f"{cfg.shm_mb}m", mem_limit=f"{cfg.worker_memory_mb}m",

@@ -84,3 +84,33 @@ def test_hundreds_of_jobs_under_load(backend, make_pool):
     assert pool.stats.compiles == 3 and pool.stats.executed == 300
     assert pool.stats.sandbox_errors == 0 and pool.stats.worker_restarts == 0
     assert elapsed < 120
+
+
+def test_jails_die_with_a_killed_host_process(backend):
+    """SIGKILL the process that owns a pool: its jails must not outlive it (stdin EOF / die-with-parent)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, _jail_processes
+
+    code = ("import sys, time\nfrom sandbox.config import SandboxConfig\nfrom sandbox.pool import SandboxPool\n"
+            f"p = SandboxPool(SandboxConfig(backend='{backend}', num_workers=2)).start()\n"
+            "print(p.pool_id, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    pool_id = proc.stdout.readline().strip()
+    assert pool_id
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = _jail_processes()
+        if backend == "docker":
+            from sandbox.docker_backend import leaked_containers
+
+            left += leaked_containers(pool_id)
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
