@@ -8,6 +8,7 @@ setup:
 
 demo: setup
 	$(PY) -m sandbox demo
+	$(PY) -m rewards eval --tasks embedded --completions canonical
 
 test: setup
 	$(PY) -m pytest -q tests

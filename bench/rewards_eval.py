@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sandbox_throughput import DATA, naive, program  # noqa: E402
+from sandbox_throughput import DATA, naive  # noqa: E402
 
 from rewards.scorer import Scorer, canonical_items  # noqa: E402
 from rewards.tasks import load_tasks  # noqa: E402
@@ -34,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     tasks = load_tasks(DATA)
     items = [item for item in canonical_items(tasks) for _ in range(args.samples_per_task)]
-    sources = [program(t, c) for t, c in items]
+    sources = [t.prompt + c + "\n" + t.tests for t, c in items]
     naive_s, naive_ok = naive(sources, args.workers)
     report = {"samples": len(items), "workers": args.workers, "naive_s": round(naive_s, 2),
               "naive_passed": sum(naive_ok)}
