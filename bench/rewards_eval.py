@@ -8,7 +8,6 @@ translation units, tamper-proof harness, isolation) vs the naive official harnes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sandbox_throughput import DATA, naive  # noqa: E402
+from sandbox_throughput import DATA, naive, save_report  # noqa: E402
 
 from rewards.scorer import Scorer, canonical_items  # noqa: E402
 from rewards.tasks import load_tasks  # noqa: E402
@@ -46,9 +45,7 @@ def main() -> int:
         report[backend] = {"seconds": round(sec, 2), "passed": sum(s.passed for s in scored),
                            "samples_per_s": round(len(items) / sec, 2), "speedup_vs_naive": round(naive_s / sec, 2)}
         print(f"{backend}: {report[backend]}", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report))
+    save_report(report, args.out)
     return 0
 
 

@@ -152,10 +152,15 @@ def main() -> int:
                               "executed": stats["executed"], "verdicts": stats["verdicts"]}
         report["results"][name] = entry
         print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report))
+    save_report(report, args.out)
     return 0
+
+
+def save_report(report: dict, out: str) -> None:
+    """Raw results to `out` (bench/results/...) and the one-line JSON summary to stdout."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

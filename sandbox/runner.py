@@ -48,8 +48,6 @@ _PCH_NEUTRAL_PREFIXES = ("-l", "-L", "-Wl,", "-W", "-pedantic", "-fdiagnostics")
 _PR_SET_DUMPABLE = 4
 
 
-# ----------------------------------------------------------------------------- precompiled headers
-
 
 def pch_key(flags: list[str]) -> str:
     """Directory name for the bits/stdc++.h PCH matching these compile flags."""
@@ -88,8 +86,6 @@ def split_flags(flags: list[str]) -> tuple[list[str], list[str]]:
     link = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
     return [f for f in flags if f not in link], link
 
-
-# ----------------------------------------------------------------------------- process control
 
 
 def _apply_limits(limits: dict) -> None:
@@ -255,8 +251,6 @@ def _read_some(fd: int, buf: bytearray, total: int, cap: int, blocking: bool = F
     return total + len(chunk), False
 
 
-# ----------------------------------------------------------------------------- jail hygiene
-
 
 def _make_writable(func, path, _exc) -> None:
     try:
@@ -304,8 +298,6 @@ def _sysv_ipc_in_use() -> bool:
 def scratch_is_clean() -> bool:
     return all(not os.path.exists(d) or not os.listdir(d) for d in SCRATCH_DIRS)
 
-
-# ----------------------------------------------------------------------------- jobs
 
 
 def _find(name: str) -> str:

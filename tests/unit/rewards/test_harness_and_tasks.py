@@ -106,3 +106,18 @@ def test_heldout_split_is_deterministic_and_roughly_sized():
     held = [i for i in ids if is_heldout(i, 0.25)]
     assert held == [i for i in ids if is_heldout(i, 0.25)]
     assert 400 < len(held) < 600
+
+
+def test_sandbox_error_is_never_turned_into_a_reward():
+    from rewards.__main__ import summarize
+    from rewards.scorer import Scorer
+    from rewards.types import Task
+    from sandbox.types import Result, Verdict
+
+    task = Task(task_id="t", kind="function", prompt="int f() {\n", tests="int main(){ assert(f() == 1); }")
+    scorer = Scorer(pool=None)
+    prep = scorer.prepare(task, "  return 1;\n}\n")
+    lost = scorer.judge(task, "  return 1;\n}\n", prep, Result(Verdict.SANDBOX_ERROR, error="worker died", attempts=3))
+    assert lost.reward is None and not lost.passed and lost.verdict == "SANDBOX_ERROR"
+    summary = summarize([lost])
+    assert summary["sandbox_errors"] == 1 and summary["scored"] == 0 and summary["reward_mean"] is None
