@@ -152,15 +152,15 @@ class DockerWorker:
 def leaked_containers(pool_id: str | None = None) -> list[str]:
     """Names of sandbox containers still present (for one pool, or any pool)."""
     label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
-    return [c.name for c in client().containers.list(all=True, filters={"label": label})]
+    return [c.name for c in client().containers.list(all=True, filters={"label": label}, ignore_removed=True)]
 
 
 def remove_containers(pool_id: str | None = None) -> int:
     label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
-    found = client().containers.list(all=True, filters={"label": label})
+    found = client().containers.list(all=True, filters={"label": label}, ignore_removed=True)
     for c in found:
         try:
             c.remove(force=True)
-        except NotFound:
+        except DockerException:  # already gone (auto_remove) or being removed
             pass
     return len(found)
