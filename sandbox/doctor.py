@@ -44,8 +44,8 @@ def checks(image: str = DEFAULT_IMAGE) -> list[dict]:
             "sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000")
     py = "/usr/bin/python3"
     add("jail python3 (bwrap)", os.access(py, os.X_OK), py, "apt-get install python3")
-    hdr = any(os.path.exists(p) for p in ("/usr/include/boost/any.hpp",))
-    add("boost headers (bwrap)", hdr, "boost/any.hpp", "apt-get install libboost-dev")
+    boost = os.path.exists("/usr/include/boost/any.hpp")
+    add("boost headers (bwrap)", boost, "boost/any.hpp", "apt-get install libboost-dev")
     ssl = os.path.exists("/usr/include/openssl/md5.h")
     add("openssl headers (bwrap)", ssl, "openssl/md5.h", "apt-get install libssl-dev")
     return out
