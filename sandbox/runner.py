@@ -46,7 +46,7 @@ JOB_ENV = {
 # Flags that only matter at link time, or only change diagnostics: they do not affect PCH validity.
 _PCH_NEUTRAL_PREFIXES = ("-l", "-L", "-Wl,", "-W", "-pedantic", "-fdiagnostics")
 _PR_SET_DUMPABLE = 4
-
+SOURCE_SUFFIXES = (".cpp", ".cc", ".cxx", ".c++", ".C")  # translation units; other files are headers
 
 
 def pch_key(flags: list[str]) -> str:
@@ -85,7 +85,6 @@ def split_flags(flags: list[str]) -> tuple[list[str], list[str]]:
     """Compile flags go before the sources, link flags (-l/-L/-Wl,) after them (--as-needed order)."""
     link = [f for f in flags if f.startswith(("-l", "-L", "-Wl,"))]
     return [f for f in flags if f not in link], link
-
 
 
 def _apply_limits(limits: dict) -> None:
@@ -251,7 +250,6 @@ def _read_some(fd: int, buf: bytearray, total: int, cap: int, blocking: bool = F
     return total + len(chunk), False
 
 
-
 def _make_writable(func, path, _exc) -> None:
     try:
         os.chmod(os.path.dirname(path), stat.S_IRWXU)
@@ -299,18 +297,22 @@ def scratch_is_clean() -> bool:
     return all(not os.path.exists(d) or not os.listdir(d) for d in SCRATCH_DIRS)
 
 
-
 def _find(name: str) -> str:
     return shutil.which(name, path=JOB_ENV["PATH"]) or name
+
+
+def _install_binary(prog: str, data: bytes) -> None:
+    with open(prog, "wb") as f:
+        f.write(data)
+    os.chmod(prog, 0o755)
 
 
 def run_job(req: dict) -> dict:
     reply: dict = {"id": req.get("id"), "compile": None, "binary_b64": None, "runs": []}
     prog = os.path.join(WORK_DIR, "prog")
     if req.get("binary_b64"):
-        with open(prog, "wb") as f:
-            f.write(base64.b64decode(req["binary_b64"]))
-        os.chmod(prog, 0o755)
+        binary = base64.b64decode(req["binary_b64"])
+        _install_binary(prog, binary)
     else:
         src_dir = os.path.join(WORK_DIR, "src")
         os.makedirs(src_dir)
@@ -319,7 +321,7 @@ def run_job(req: dict) -> dict:
             path = os.path.join(src_dir, name)
             with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
-            if name.endswith((".cpp", ".cc", ".cxx", ".c++", ".C")):
+            if name.endswith(SOURCE_SUFFIXES):
                 sources.append(path)
         compile_flags, link_flags = split_flags(list(req["flags"]))
         pch_dir = os.path.join(PCH_ROOT, pch_key(compile_flags))
@@ -333,24 +335,19 @@ def run_job(req: dict) -> dict:
         ok = result["exit_code"] == 0 and result["killed_for"] is None and os.path.isfile(prog)
         if not ok:
             return reply
-        if req.get("return_binary"):
-            with open(prog, "rb") as f:  # read before any untrusted code has run
-                data = f.read(int(req.get("max_binary_bytes", 64 << 20)) + 1)
-            if len(data) <= int(req.get("max_binary_bytes", 64 << 20)):
-                reply["binary_b64"] = base64.b64encode(data).decode()
-    for run in req["runs"]:
+        with open(prog, "rb") as f:  # read before any untrusted code has run
+            binary = f.read()
+        if req.get("return_binary") and len(binary) <= int(req.get("max_binary_bytes", 64 << 20)):
+            reply["binary_b64"] = base64.b64encode(binary).decode()
+    for i, run in enumerate(req["runs"]):
+        if i:  # each test starts from the same state; the binary comes from our copy, not the file a
+            wipe_scratch()  # previous run could have replaced
+            _install_binary(prog, binary)
         stdin = base64.b64decode(run.get("stdin_b64", ""))
         outcome = execute([prog, *run.get("args", [])], req["run_limits"], stdin)
         reply["runs"].append(outcome)
         if req.get("stop_on_failure") and (outcome["exit_code"] != 0 or outcome["killed_for"]):
             break
-        # Each test starts from the same state: only the binary survives between runs.
-        keep = open(prog, "rb").read() if len(req["runs"]) > 1 else None
-        wipe_scratch()
-        if keep is not None:
-            with open(prog, "wb") as f:
-                f.write(keep)
-            os.chmod(prog, 0o755)
     return reply
 
 

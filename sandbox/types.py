@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from sandbox.image import DEFAULT_FLAGS
+from sandbox.runner import SOURCE_SUFFIXES
 
 
 class Verdict(str, Enum):
@@ -79,7 +80,7 @@ class Job:
         for name in self.files:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"Job.files: invalid file name {name!r} (plain names only)")
-        if not any(n.endswith((".cpp", ".cc", ".cxx", ".c++", ".C")) for n in self.files):
+        if not any(n.endswith(SOURCE_SUFFIXES) for n in self.files):
             raise ValueError("Job.files has no C++ translation unit (.cpp/.cc/.cxx)")
         if self.compile_only and self.tests:
             raise ValueError("Job.tests must be empty when compile_only=True")

@@ -154,3 +154,17 @@ def test_precompiled_header_is_used(pool):
     result = pool.run(job(src, TestCase(expected_stdout="1")))
     assert result.verdict is Verdict.OK
     assert result.compile.wall_s < 1.5  # ~2 s without the PCH on this class of machine
+
+
+def test_a_run_cannot_replace_the_binary_for_later_tests(pool):
+    """Test 1 swaps /work/prog for a script that prints test 2's answer; test 2 must run the real binary."""
+    src = """#include <cstdio>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(){ int n; if(scanf("%d",&n)!=1) return 2;
+ if(n==1){ unlink("/work/prog"); FILE*f=fopen("/work/prog","w"); if(f){ fputs("#!/bin/sh\\necho 42\\n",f); fclose(f);
+   chmod("/work/prog",0755);} }
+ printf("%d\\n", n); }"""
+    result = pool.run(job(src, TestCase(b"1", "1"), TestCase(b"2", "42")))
+    assert [t.verdict for t in result.tests] == [Verdict.OK, Verdict.WRONG_ANSWER]
+    assert result.tests[1].stdout == "2\n"
