@@ -7,7 +7,6 @@ after the pool's retries) is never turned into a reward: such samples get `rewar
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,10 +14,10 @@ from dataclasses import dataclass, replace
 from rewards.extract import defines_function, extract
 from rewards.harness import AssembledTest, assemble, new_secret, verify
 from rewards.reward import RewardConfig, count_warnings, has_reasoning, reward_components
+from rewards.tasks import FINAL_SIGNATURE
 from rewards.types import ScoredSample, Task
 from sandbox.types import DEFAULT_RUN_LIMITS, Job, Result, StageLimits, TestCase, Verdict
 
-_SIGNATURE_START = re.compile(r"[^\n;{}]*\b[A-Za-z_]\w*\s*\([^()]*\)\s*\{\s*$")
 
 
 @dataclass
@@ -36,7 +35,7 @@ def solution_source(task: Task, completion: str, mode: str) -> tuple[str, int]:
     A chat answer that defines the entry function itself replaces the prompt's signature (the prompt's
     preamble, its includes and helpers, is kept)."""
     if mode == "chat" and task.entry_point and defines_function(completion, task.entry_point):
-        match = _SIGNATURE_START.search(task.prompt.rstrip())
+        match = FINAL_SIGNATURE.search(task.prompt.rstrip())
         preamble = task.prompt[: match.start()] if match else ""
         return preamble + "\n" + completion + "\n", preamble.count("\n") + 2
     return task.prompt + completion + task.completion_suffix + "\n", task.prompt.count("\n") + 1
@@ -85,10 +84,10 @@ class Scorer:
         if result.verdict is Verdict.SANDBOX_ERROR:
             return ScoredSample(task.task_id, completion, False, Verdict.SANDBOX_ERROR.value, 0, 0, None,
                                 detail=result.error)
-        compile_out = result.to_json()["compile_output"] if result.compile else ""
+        summary = result.to_json()
         compiled = result.verdict is not Verdict.COMPILE_ERROR
-        warnings = count_warnings(compile_out, "solution.cpp", prep.first_line) if compiled else 0
-        verdict, detail = result.verdict.value, result.to_json()["detail"]
+        warnings = count_warnings(summary["compile_output"], "solution.cpp", prep.first_line) if compiled else 0
+        verdict, detail = result.verdict.value, summary["detail"]
         if task.kind == "compile":
             passed, done, total = compiled, int(compiled), 1
         elif task.kind == "stdio":

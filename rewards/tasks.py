@@ -18,12 +18,13 @@ import yaml
 from rewards.types import StdioCase, Task
 
 EMBEDDED_DIR = Path(__file__).with_name("data") / "embedded"  # one YAML file per tier, our own problems
-_SIGNATURE_NAME = re.compile(r"([A-Za-z_]\w*)\s*\([^()]*\)\s*\{\s*$")
+# The last line of a prompt that opens the function to complete: `head` is that line, `name` the function.
+FINAL_SIGNATURE = re.compile(r"(?P<head>[^\n;{}]*\b(?P<name>[A-Za-z_]\w*)\s*\([^()]*\)\s*\{\s*)$")
 
 
 def _entry_point(prompt: str) -> str:
-    match = _SIGNATURE_NAME.search(prompt.rstrip())
-    return match.group(1) if match else ""
+    match = FINAL_SIGNATURE.search(prompt.rstrip())
+    return match.group("name") if match else ""
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:

@@ -149,15 +149,18 @@ class DockerWorker:
         return self._container.id if self._container is not None else None
 
 
+def _labelled_containers(pool_id: str | None) -> list:
+    label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
+    return client().containers.list(all=True, filters={"label": label}, ignore_removed=True)
+
+
 def leaked_containers(pool_id: str | None = None) -> list[str]:
     """Names of sandbox containers still present (for one pool, or any pool)."""
-    label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
-    return [c.name for c in client().containers.list(all=True, filters={"label": label}, ignore_removed=True)]
+    return [c.name for c in _labelled_containers(pool_id)]
 
 
 def remove_containers(pool_id: str | None = None) -> int:
-    label = f"{POOL_LABEL}={pool_id}" if pool_id else LABEL
-    found = client().containers.list(all=True, filters={"label": label}, ignore_removed=True)
+    found = _labelled_containers(pool_id)
     for c in found:
         try:
             c.remove(force=True)
