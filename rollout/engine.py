@@ -1,0 +1,69 @@
+"""A rollout engine: one vLLM `LLM` inside a Ray actor. It generates K completions per prompt with per-token
+logprobs, takes new weights from the learner (carrying a policy version), and answers the probe used to check
+that vLLM's weights really are the learner's."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+class RolloutEngine:
+    def __init__(self, model_path: str, rollout: dict, dtype: str, seed: int) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout["kv_cache_gib"]))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        self.rollout = rollout
+        kwargs = {"gpu_memory_utilization": rollout["gpu_memory_utilization"]} if rollout["gpus_per_engine"] else {}
+        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=rollout["max_model_len"], seed=seed,
+                       enforce_eager=rollout["enforce_eager"], enable_prefix_caching=True,
+                       worker_extension_cls="rollout.weight_sync.WeightSyncExtension", **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.version = 0
+
+    def generate(self, requests: list[dict]) -> list[dict]:
+        """requests: {"key": any, "prompt": str, "n": int, "seed": int}. One dict per completion, in order:
+        key, index within the group, prompt/completion token ids, sampled-token logprobs, text, truncation,
+        and the policy version that produced it."""
+        from vllm import SamplingParams
+
+        r = self.rollout
+        params = [SamplingParams(n=q["n"], temperature=r["temperature"], top_p=r["top_p"], max_tokens=r["max_new_tokens"],
+                                 stop=r["stop"], logprobs=0, seed=q["seed"]) for q in requests]
+        start = time.perf_counter()
+        outputs = self.llm.generate([q["prompt"] for q in requests], params, use_tqdm=False)
+        elapsed = time.perf_counter() - start
+        samples = []
+        for q, out in zip(requests, outputs):
+            for idx, c in enumerate(out.outputs):
+                lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)]
+                samples.append({"key": q["key"], "index": idx, "prompt_ids": list(out.prompt_token_ids),
+                                "completion_ids": list(c.token_ids), "rollout_logprobs": lps, "text": c.text,
+                                "truncated": c.finish_reason == "length", "version": self.version,
+                                "gen_seconds": elapsed})
+        return samples
+
+    def load_weights(self, blob: bytes, version: int) -> str:
+        digest = self.llm.collective_rpc("crucible_load_weights", args=(blob,))[0]
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        self.version = version
+        return digest
+
+    def get_version(self) -> int:
+        return self.version
+
+    def param_checksum(self) -> float:
+        return self.llm.collective_rpc("crucible_param_checksum")[0]
+
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """vLLM's logprob of each token of `token_ids` given the ones before (first position has none)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        out = self.llm.generate(TokensPrompt(prompt_token_ids=token_ids),
+                                SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
+        return [d[t].logprob for d, t in zip(out.prompt_logprobs[1:], token_ids[1:])]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
