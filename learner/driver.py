@@ -268,6 +268,8 @@ def run(cfg: RLVRConfig) -> dict:
         with loop.cond:
             loop.stop = True
             loop.cond.notify_all()
+        nodes = {"driver_node": loop.ray.get_runtime_context().get_node_id(),
+                 "reward_worker_nodes": sorted(set(loop.ray.get([w.node_id.remote() for w in loop.pool.workers])))}
         final = checkpoint.latest(cfg.run.out_dir)
         records = read_metrics(loop.out / "metrics.jsonl")
         report = write_report(loop.out / "metrics.jsonl", loop.out / "report.html",
@@ -280,7 +282,7 @@ def run(cfg: RLVRConfig) -> dict:
                 "eval_pass_first": first.get("eval_pass_rate"), "eval_pass_last": last.get("eval_pass_rate"),
                 "samples_this_run": loop.samples_scored, "duplicates": loop.duplicates, "resumed_from": resumed,
                 "engine_restarts": loop.engines.restarts, "reward_worker_restarts": loop.pool.restarts,
-                "report": str(report), "out_dir": str(loop.out), "seconds": round(time.perf_counter() - t_start, 1)}
+                "report": str(report), "out_dir": str(loop.out), **nodes, "seconds": round(time.perf_counter() - t_start, 1)}
     finally:
         with loop.cond:
             loop.stop = True

@@ -52,9 +52,12 @@ class LearnerWorker:
             ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
                          "zero_optimization": {"stage": learner["zero_stage"]}, "zero_allow_untested_optimizer": True,
                          "gradient_clipping": algo["grad_clip"], "steps_per_print": 10**9,
+                         # our micro-batch count varies per step: every step() is the accumulation boundary
+                         "managed_gradient_accumulation": False,
                          "bf16": {"enabled": m["dtype"] == "bfloat16"}}
             self.engine, self.opt, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config)
             self.model = self.engine.module
+            self.forward_module = self.engine  # engine.forward advances ZeRO-3's micro-step (accumulate, not copy)
         else:
             if self.backend == "fsdp2":
                 from torch.distributed.fsdp import fully_shard
@@ -62,7 +65,7 @@ class LearnerWorker:
                 for layer in _decoder_layers(model):
                     fully_shard(layer)
                 fully_shard(model)
-            self.model = model
+            self.model = self.forward_module = model
             self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo["lr"],
                                          weight_decay=algo["weight_decay"])
 
@@ -120,7 +123,7 @@ class LearnerWorker:
                  "advantage": 0.0}]
 
     def _logprobs(self, mb: dict, with_entropy: bool = False):
-        return token_logprobs(self.model, mb["ids"], mb["attn"], with_entropy)
+        return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
         if self.ref is not None:
@@ -130,14 +133,12 @@ class LearnerWorker:
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         if self.backend == "deepspeed":
-            self.engine.set_gradient_accumulation_boundary(last)
             self.engine.backward(loss, scale_wrt_gas=False)
         else:
             loss.backward()
 
     def _step(self) -> float:
         if self.backend == "deepspeed":
-            self.engine.set_gradient_accumulation_boundary(True)
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
             return float(norm) if norm is not None else 0.0
