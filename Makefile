@@ -1,12 +1,15 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the full suite). Both set up first.
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast bench clean-sandbox
+.PHONY: setup demo demo-sandbox test test-fast bench clean-sandbox
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
+	bash scripts/demo.sh
+
+demo-sandbox: setup
 	$(PY) -m sandbox demo
 	$(PY) -m rewards eval --tasks embedded --completions canonical
 
@@ -18,6 +21,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/sandbox_throughput.py
+	$(PY) bench/rewards_eval.py
+	$(PY) bench/generation_throughput.py
+	$(PY) bench/rlvr_pipeline.py
 
 clean-sandbox:
 	$(PY) -m sandbox gc

@@ -92,9 +92,15 @@ class EngineGroup:
         return len(blob) / 2**20
 
     def call_first(self, method: str, *args):
-        with self.lock:
-            engine = self.engines[0]
-        return ray.get(getattr(engine, method).remote(*args))
+        for attempt in range(3):
+            with self.lock:
+                engine = self.engines[0]
+            try:
+                return ray.get(getattr(engine, method).remote(*args))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+                if attempt == 2:
+                    raise
+                self._replace(0, engine)
 
     def close(self) -> None:
         for e in self.engines:

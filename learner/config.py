@@ -94,7 +94,8 @@ class RunConfig(_Strict):
     resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
     eval_every: int = Field(0, ge=0, description="0 = held-out eval only before the first and after the last step")
     eval_samples: int = Field(4, ge=1)
-    ray_address: str | None = Field(None, description='None: attach to a running cluster or start a local one')
+    ray_address: str | None = Field(None, description='None: attach to a running cluster or start a local one;'
+                                    ' "local": always start a private local one')
     tensorboard: bool = True
     wandb_project: str | None = None
 

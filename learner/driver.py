@@ -31,19 +31,25 @@ class ProbeMismatch(RuntimeError):
     pass
 
 
-def connect_ray(address: str | None) -> None:
+def connect_ray(address: str | None) -> bool:
+    """Attach to `address` (or RAY_ADDRESS, or a running local cluster), else start a local instance;
+    address="local" always starts a private one. True when this call started it (the caller shuts it down)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):  # explicit, or set by `ray job submit`
-        ray.init(address=address, log_to_driver=True)
-        return
-    try:
-        ray.init(address="auto")
-    except ConnectionError:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+        return False
+    if address != "local":
+        if address or os.environ.get("RAY_ADDRESS"):  # explicit, or set by `ray job submit`
+            ray.init(address=address, log_to_driver=True)
+            return False
+        try:
+            ray.init(address="auto")
+            return False
+        except ConnectionError:
+            pass
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)
+    return True
 
 
 def split_tasks(cfg: RLVRConfig) -> tuple[list[Task], list[Task]]:
@@ -88,6 +94,8 @@ def _seed(*parts: int) -> int:
 
 class Loop:
     def __init__(self, cfg: RLVRConfig) -> None:
+        self.cfg, self.cfgd = cfg, cfg.model_dump()
+        self.train_tasks, self.heldout = split_tasks(cfg)  # bad task files fail before heavy imports and Ray
         import ray
         from transformers import AutoTokenizer
 
@@ -95,24 +103,28 @@ class Loop:
         from learner.metrics import MetricsSink
         from rewards.ray_pool import RewardActorPool
 
-        self.cfg, self.cfgd = cfg, cfg.model_dump()
+        self.ray, self.started_ray = ray, False
+        self.engines = self.learners = self.pool = self.sink = None
         self.out = Path(cfg.run.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.train_tasks, self.heldout = split_tasks(cfg)
-        connect_ray(cfg.run.ray_address)
-        check_resources(cfg, ray.cluster_resources())
-        self.model_path = resolve_model(cfg.model.path)
-        tok = AutoTokenizer.from_pretrained(self.model_path)
-        probe_task = (self.heldout or self.train_tasks)[0]
-        self.probe_ids = tok(probe_task.prompt + (probe_task.reference or ""))["input_ids"][:256]
-        rw = cfg.reward
-        self.pool = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
-                                    sandbox={"backend": rw.backend}, reward=rw.weights.model_dump(), mode=rw.mode,
-                                    resources=rw.resources or None)
-        self.engines = EngineGroup(self.model_path, self.cfgd)
-        self.learners = LearnerGroup(self.model_path, self.cfgd)
-        self.sink = MetricsSink(self.out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
-        self.ray = ray
+        self.started_ray = connect_ray(cfg.run.ray_address)
+        try:  # on failure, close what was built and the Ray this driver started: run() has no loop to close
+            check_resources(cfg, ray.cluster_resources())
+            self.model_path = resolve_model(cfg.model.path)
+            tok = AutoTokenizer.from_pretrained(self.model_path)
+            probe_task = (self.heldout or self.train_tasks)[0]
+            self.probe_ids = tok(probe_task.prompt + (probe_task.reference or ""))["input_ids"][:256]
+            rw = cfg.reward
+            self.pool = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
+                                        sandbox={"backend": rw.backend}, reward=rw.weights.model_dump(),
+                                        mode=rw.mode, resources=rw.resources or None)
+            self.engines = EngineGroup(self.model_path, self.cfgd)
+            self.learners = LearnerGroup(self.model_path, self.cfgd)
+            self.sink = MetricsSink(self.out, tensorboard=cfg.run.tensorboard,
+                                    wandb_project=cfg.run.wandb_project)
+        except BaseException:
+            self.close()
+            raise
         self.version = 0
         self.cond = threading.Condition()
         self.stop = False
@@ -210,12 +222,14 @@ class Loop:
                                        "samples_scored": self.samples_scored})
 
     def close(self) -> None:
-        for part in (self.engines, self.learners, self.pool):
+        for part in (self.engines, self.learners, self.pool, self.sink):
             try:
-                part.close()
+                if part is not None:
+                    part.close()
             except Exception as exc:  # teardown must not hide the run's own result
                 log.warning("close failed: %s", exc)
-        self.sink.close()
+        if self.started_ray:  # a local instance this driver started ends with the run, error or not
+            self.ray.shutdown()
 
 
 def run(cfg: RLVRConfig) -> dict:

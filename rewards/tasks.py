@@ -107,11 +107,21 @@ def _detect(row: dict, where: str) -> Task:
     return native(row, where)
 
 
+def _task(row: dict, where: str) -> Task:
+    try:
+        return _detect(row, where)
+    except TypeError as exc:  # a field of the wrong type, e.g. "cases": 5 or "abs_tol": [1]
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def load_tasks(path: str | Path) -> list[Task]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"task file {path} does not exist")
-    tasks = [_detect(row, f"{path}:{n}") for n, row in _records(path)]
+    try:
+        tasks = [_task(row, f"{path}:{n}") for n, row in _records(path)]
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, not UTF-8, unreadable
+        raise ValueError(f"task file {path}: cannot read it ({exc})") from None
     if not tasks:
         raise ValueError(f"task file {path} has no tasks")
     seen: set[str] = set()

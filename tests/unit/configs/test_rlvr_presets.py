@@ -1,0 +1,25 @@
+"""Every RLVR preset loads and validates; the GPU recipe carries the design's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from configs.loader import load_config
+from learner.config import RLVRConfig
+
+PRESETS = Path(__file__).resolve().parents[3] / "configs" / "rlvr"
+
+
+def test_tiny_cpu_preset_is_the_embedded_default():
+    cfg = load_config(RLVRConfig, PRESETS / "tiny-cpu.yaml", [])
+    assert cfg.model.path == "tiny" and cfg.tasks.source == "embedded" and cfg.run.staleness == 0
+
+
+def test_gpu_preset_matches_the_design(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    cfg = load_config(RLVRConfig, PRESETS / "gpu-8x.yaml", [f"model.path={tmp_path}"])
+    assert cfg.rollout.samples_per_prompt == 8 and cfg.rollout.temperature == 0.8
+    assert cfg.algo.lr == 5e-7 and cfg.algo.kl_coef == 0.01 and cfg.rollout.max_new_tokens == 2048
+    gpus = cfg.rollout.engines * cfg.rollout.gpus_per_engine + cfg.learner.world_size * cfg.learner.gpus_per_worker
+    assert gpus == 8 and cfg.learner.backend == "fsdp2"
