@@ -27,7 +27,8 @@ def run_vllm(model: str, texts: list[str], k: int, new: int) -> dict:
     from vllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM(model=model, dtype="float32", max_model_len=1024, seed=0, enforce_eager=True)
+    llm = LLM(model=model, dtype="float32", max_model_len=1024, seed=0, enforce_eager=True,
+              enable_chunked_prefill=False)  # as the rollout engine on CPU (see rollout/engine.py)
     init = time.perf_counter() - t0
     params = SamplingParams(n=k, temperature=1.0, max_tokens=new, min_tokens=new, ignore_eos=True, seed=0, logprobs=0)
     llm.generate(texts[:2], params, use_tqdm=False)  # warm-up
@@ -71,8 +72,9 @@ def main() -> int:
 
     model = str(build_tiny_policy())
     texts = prompts()
-    hf = run_hf(model, texts, args.samples, args.max_new_tokens, args.hf_batch)
+    # vLLM first: its engine process must not be forked from a process whose OpenMP pool torch already started
     vl = run_vllm(model, texts, args.samples, args.max_new_tokens)
+    hf = run_hf(model, texts, args.samples, args.max_new_tokens, args.hf_batch)
     report = {"model": "tiny-cpu policy (Qwen2, 2 layers, hidden 128)", "prompts": len(texts), "samples": args.samples,
               "max_new_tokens": args.max_new_tokens, "hf_generate": hf, "vllm": vl,
               "speedup": vl["tokens_per_s"] / hf["tokens_per_s"], "cpus": os.cpu_count(), "machine": platform.machine()}

@@ -15,7 +15,12 @@ class RolloutEngine:
         from vllm import LLM
 
         self.rollout = rollout
-        kwargs = {"gpu_memory_utilization": rollout["gpu_memory_utilization"]} if rollout["gpus_per_engine"] else {}
+        if rollout["gpus_per_engine"]:
+            kwargs = {"gpu_memory_utilization": rollout["gpu_memory_utilization"]}
+        else:
+            # Seeded sampling + chunked prefill crashes vLLM-CPU (it rewinds a CPU torch.Generator's offset
+            # for discarded partial-prefill tokens, which CPU generators do not support).
+            kwargs = {"enable_chunked_prefill": False}
         self.llm = LLM(model=model_path, dtype=dtype, max_model_len=rollout["max_model_len"], seed=seed,
                        enforce_eager=rollout["enforce_eager"], enable_prefix_caching=True,
                        worker_extension_cls="rollout.weight_sync.WeightSyncExtension", **kwargs)
