@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the tiny-cpu RLVR run submitted as a Ray job, exactly as on a cluster. Starts a local Ray head
 # (loopback only, token auth on) if none answers, and leaves the checkpoint, TensorBoard logs and an HTML
-# report under runs/tiny-cpu/. The last stdout line is the run's JSON summary.
+# report under runs/tiny-cpu-<time>/. The last stdout line is the run's JSON summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=token
@@ -19,7 +19,7 @@ log "submitting the tiny-cpu RLVR job to $dashboard (metrics: http://127.0.0.1:8
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 ray job submit --address "$dashboard" --working-dir . -- \
-  python -m learner --config configs/rlvr/tiny-cpu.yaml run.out_dir="$PWD/runs/tiny-cpu" "$@" | tee "$out" >&2
+  python -m learner --config configs/rlvr/tiny-cpu.yaml run.out_dir="$PWD/runs/tiny-cpu-$(date +%Y%m%d-%H%M%S)" "$@" | tee "$out" >&2
 summary=$(grep -E '^\{.*"steps"' "$out" | tail -1)
 [ -n "$summary" ] || { log "the job printed no summary"; exit 1; }
 echo "$summary"

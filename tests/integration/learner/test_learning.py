@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_heldout_reward_rises_on_the_trivial_tier(tmp_path):
     out = tmp_path / "learn"
-    proc = subprocess.run(learner_cmd("run.steps=6", f"run.out_dir={out}", "run.eval_samples=8", "tasks.tiers=[0]"),
+    proc = subprocess.run(learner_cmd("run.steps=6", f"run.out_dir={out}", "run.ray_address=local", "run.eval_samples=8", "tasks.tiers=[0]"),
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
