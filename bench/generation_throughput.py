@@ -8,11 +8,14 @@ exactly max_new_tokens per sample), in one run on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sandbox_throughput import save_report  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
@@ -78,9 +81,7 @@ def main() -> int:
     report = {"model": "tiny-cpu policy (Qwen2, 2 layers, hidden 128)", "prompts": len(texts), "samples": args.samples,
               "max_new_tokens": args.max_new_tokens, "hf_generate": hf, "vllm": vl,
               "speedup": vl["tokens_per_s"] / hf["tokens_per_s"], "cpus": os.cpu_count(), "machine": platform.machine()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report))
+    save_report(report, args.out)
     return 0
 
 

@@ -16,6 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sandbox_throughput import save_report  # noqa: E402
+
 PHASES = ("time_wait_rollout_s", "time_generate_s", "time_score_s", "time_train_s", "time_sync_s", "time_step_s")
 
 
@@ -46,9 +49,7 @@ def main() -> int:
         async_ = one_run(1, args.steps, args.overrides, Path(tmp) / "s1")
     report = {"sync": sync, "async": async_, "speedup": sync["mean_step_s"] / async_["mean_step_s"],
               "overrides": args.overrides}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report))
+    save_report(report, args.out)
     return 0
 
 

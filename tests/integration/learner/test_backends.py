@@ -78,3 +78,28 @@ def test_every_backend_makes_the_same_update(local_ray, tiny_policy):
     assert_same(base, update(tiny_policy, "fsdp2", 2, micro=3), "fsdp2 on 2 ranks")
     assert_same(base, update(tiny_policy, "deepspeed", 2, micro=3, zero=2), "deepspeed zero-2 on 2 ranks")
     assert_same(base, update(tiny_policy, "deepspeed", 2, micro=3, zero=3), "deepspeed zero-3 on 2 ranks")
+
+
+@pytest.mark.parametrize("backend,world", [("local", 1), ("deepspeed", 2)])
+def test_lora_update_exports_merged_hf_weights(local_ray, tiny_policy, backend, world):
+    """LoRA trains adapters only; the export is plain HF-named weights with the adapters merged (what vLLM
+    loads), the live adapters untouched, and both backends agree."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = RLVRConfig(model={"path": tiny_policy, "lora_rank": 4, "lora_alpha": 8},
+                     learner={"backend": backend, "world_size": world, "cpus_per_worker": 0.5},
+                     algo={"lr": 1e-2, "micro_batch_size": 4}).model_dump()
+    group = LearnerGroup(tiny_policy, cfg)
+    try:
+        per_rank, tokens, micros = shard(batch(vocab=1000), world, 4, 1)
+        group.all("train", per_rank, args=(tokens, micros))
+        state = group.all("export_state")[0]
+        again = group.all("export_state")[0]
+    finally:
+        group.close()
+    base = AutoModelForCausalLM.from_pretrained(tiny_policy).state_dict()
+    base.pop("lm_head.weight")  # tied to the embedding
+    assert state.keys() == base.keys()
+    changed = {k for k in state if float((state[k] - base[k]).abs().max()) > 1e-6}
+    assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed), changed
+    assert all(float((state[k] - again[k]).abs().max()) == 0.0 for k in state)  # merging left the adapters alone
