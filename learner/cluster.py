@@ -13,6 +13,7 @@ from rollout.engine import RolloutEngine
 from rollout.weight_sync import state_to_bytes
 
 log = logging.getLogger("crucible.learner")
+ENGINE_DIED = ray.exceptions.RayActorError  # ActorDiedError and friends derive from it
 
 
 def free_port() -> int:
@@ -69,7 +70,7 @@ class EngineGroup:
             for ref, (i, engine) in refs.items():
                 try:
                     results[i] = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
+                except ENGINE_DIED as exc:
                     attempts[i] += 1
                     if attempts[i] >= max_attempts:
                         raise RuntimeError(f"rollout engine {i} failed {attempts[i]} times: {exc}") from exc
@@ -87,7 +88,7 @@ class EngineGroup:
         for i, engine in enumerate(engines):
             try:
                 ray.get(engine.load_weights.remote(self.weights_ref, version))
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+            except ENGINE_DIED:
                 self._replace(i, engine)  # the replacement loads weights_ref itself
         return len(blob) / 2**20
 
@@ -97,7 +98,7 @@ class EngineGroup:
                 engine = self.engines[0]
             try:
                 return ray.get(getattr(engine, method).remote(*args))
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+            except ENGINE_DIED:
                 if attempt == 2:
                     raise
                 self._replace(0, engine)

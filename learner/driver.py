@@ -103,7 +103,7 @@ class Loop:
         from learner.metrics import MetricsSink
         from rewards.ray_pool import RewardActorPool
 
-        self.ray, self.started_ray = ray, False
+        self.ray = ray
         self.engines = self.learners = self.pool = self.sink = None
         self.out = Path(cfg.run.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ class Loop:
         except BaseException as exc:  # surfaced by the main thread
             q.put((None, exc, None))
 
-    def evaluate(self, tag: int) -> dict:
+    def evaluate(self) -> dict:
         if not self.heldout:
             return {}
         n = self.cfg.run.eval_samples
@@ -248,7 +248,7 @@ def run(cfg: RLVRConfig) -> dict:
             loop.version = state["version"]
         loop.sync(loop.version)  # also the first probe: vLLM must start from the learner's weights
         if "eval_first" not in history:
-            history["eval_first"] = loop.evaluate(0)
+            history["eval_first"] = loop.evaluate()
         q: queue.Queue = queue.Queue()
         producer = threading.Thread(target=loop.produce, args=(start, q), daemon=True)
         producer.start()
@@ -268,20 +268,17 @@ def run(cfg: RLVRConfig) -> dict:
                 loop.version = step + 1
                 loop.cond.notify_all()
             if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
-                rec.update(loop.evaluate(step + 1))
+                rec.update(loop.evaluate())
             rec.update(time_step_s=time.perf_counter() - t0, version=loop.version,
                        engine_restarts=loop.engines.restarts, sandbox_retries=loop.pool.restarts)
             if step + 1 == cfg.run.steps:
-                history["eval_last"] = loop.evaluate(step + 1)
+                history["eval_last"] = loop.evaluate()
                 rec.update(history["eval_last"])
             loop.sink.log(step, rec)
             bar.set_postfix(reward=f"{rec['reward_mean'] or 0:.2f}", passed=f"{rec['pass_rate'] or 0:.2f}")
             every = cfg.run.checkpoint_every
             if (every and (step + 1) % every == 0) or step + 1 == cfg.run.steps:
                 loop.save(step + 1, history)
-        with loop.cond:
-            loop.stop = True
-            loop.cond.notify_all()
         nodes = {"driver_node": loop.ray.get_runtime_context().get_node_id(),
                  "reward_worker_nodes": sorted(set(loop.ray.get([w.node_id.remote() for w in loop.pool.workers])))}
         final = checkpoint.latest(cfg.run.out_dir)

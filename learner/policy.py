@@ -75,7 +75,12 @@ def clean_state_dict(model, tie_word_embeddings: bool) -> dict[str, torch.Tensor
             state[key] = merged.get(key, value)
     else:
         state = dict(model.state_dict())
+    return hf_weights(state, tie_word_embeddings)
+
+
+def hf_weights(state: dict[str, torch.Tensor], tie_word_embeddings: bool) -> dict[str, torch.Tensor]:
+    """Detached fp32 copies, without the tied lm_head (vLLM and save_pretrained tie it to the embedding)."""
     if tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     return {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
             for k, v in state.items()}

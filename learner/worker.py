@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from learner.grpo import grpo_loss, truncated_is_weights
-from learner.policy import clean_state_dict, load_policy, pad_batch, rollout_logprob_tensor, token_logprobs
+from learner.policy import clean_state_dict, hf_weights, load_policy, pad_batch, rollout_logprob_tensor, token_logprobs
 
 
 class LearnerWorker:
@@ -92,7 +92,7 @@ class LearnerWorker:
                 is_w = truncated_is_weights(old[i][j], mb["rollout_lp"], algo["is_cap"])
                 out = grpo_loss(lp, old[i][j], mb["adv"], mask, denom, algo["clip_low"], algo["clip_high"],
                                 algo["kl_coef"], ref[i][j] if ref else None, is_w)
-                self._backward(out.loss, last=j == len(micro) - 1)
+                self._backward(out.loss)
                 sums["loss"] += out.loss.item() / self.world
                 for k in ("clip_fraction_sum", "kl_sum"):
                     sums[k] += float(out.metrics.get(k, 0.0))
@@ -131,7 +131,7 @@ class LearnerWorker:
         with self.model.disable_adapter():
             return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
 
-    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+    def _backward(self, loss: torch.Tensor) -> None:
         if self.backend == "deepspeed":
             self.engine.backward(loss, scale_wrt_gas=False)
         else:
@@ -156,7 +156,7 @@ class LearnerWorker:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            return _drop_tied(state, self.tied) if self.rank == 0 else None
+            return hf_weights(state, self.tied) if self.rank == 0 else None
         if self.backend == "deepspeed" and self.cfg["learner"]["zero_stage"] == 3:
             import deepspeed
 
@@ -220,8 +220,3 @@ def _decoder_layers(model) -> list[torch.nn.Module]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return list(base.model.layers)
 
-
-def _drop_tied(state: dict, tied: bool) -> dict:
-    if tied:
-        state.pop("lm_head.weight", None)
-    return {k.replace("base_model.model.", ""): v.float().contiguous() for k, v in state.items() if "lora_" not in k}

@@ -5,7 +5,6 @@ that vLLM's weights really are the learner's."""
 from __future__ import annotations
 
 import os
-import time
 
 
 class RolloutEngine:
@@ -36,17 +35,14 @@ class RolloutEngine:
         r = self.rollout
         params = [SamplingParams(n=q["n"], temperature=r["temperature"], top_p=r["top_p"], max_tokens=r["max_new_tokens"],
                                  stop=r["stop"], logprobs=0, seed=q["seed"]) for q in requests]
-        start = time.perf_counter()
         outputs = self.llm.generate([q["prompt"] for q in requests], params, use_tqdm=False)
-        elapsed = time.perf_counter() - start
         samples = []
         for q, out in zip(requests, outputs):
             for idx, c in enumerate(out.outputs):
                 lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)]
                 samples.append({"key": q["key"], "index": idx, "prompt_ids": list(out.prompt_token_ids),
                                 "completion_ids": list(c.token_ids), "rollout_logprobs": lps, "text": c.text,
-                                "truncated": c.finish_reason == "length", "version": self.version,
-                                "gen_seconds": elapsed})
+                                "truncated": c.finish_reason == "length", "version": self.version})
         return samples
 
     def load_weights(self, blob: bytes, version: int) -> str:

@@ -18,7 +18,6 @@ def tiny_policy() -> str:
 
 import secrets  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -27,14 +26,10 @@ from pathlib import Path  # noqa: E402
 
 import psutil  # noqa: E402
 
+from learner.cluster import free_port  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RayHead:

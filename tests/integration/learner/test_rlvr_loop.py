@@ -34,8 +34,11 @@ def summary_of(stdout: str) -> dict:
     raise AssertionError(f"no JSON summary in output:\n{stdout[-3000:]}")
 
 
-def weights(summary: dict) -> dict:
-    return load_file(str(Path(summary["checkpoint"]) / "model.safetensors"))
+def assert_same_weights(one: dict, other: dict) -> None:
+    """The two runs' final policies are bit-identical."""
+    a, b = (load_file(str(Path(s["checkpoint"]) / "model.safetensors")) for s in (one, other))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
 
 
 def per_step(out_dir: str, key: str) -> list:
@@ -84,8 +87,7 @@ def test_staleness_zero_is_reproducible(reference, ray_head, tmp_path):
     again = summary_of(proc.stdout)
     assert per_step(again["out_dir"], "reward_mean") == per_step(reference["out_dir"], "reward_mean")
     assert per_step(again["out_dir"], "verdicts") == per_step(reference["out_dir"], "verdicts")
-    a, b = weights(reference), weights(again)
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    assert_same_weights(reference, again)
 
 
 def test_killed_driver_resumes_exactly(reference, ray_head, tmp_path):
@@ -106,8 +108,7 @@ def test_killed_driver_resumes_exactly(reference, ray_head, tmp_path):
     s = summary_of(resumed.stdout)
     assert s["resumed_from"] in (1, 2) and s["steps"] == STEPS
     assert per_step(s["out_dir"], "reward_mean") == per_step(reference["out_dir"], "reward_mean")
-    a, b = weights(reference), weights(s)
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    assert_same_weights(reference, s)
 
 
 def assert_metrics_exported(ray_head) -> None:
@@ -171,5 +172,4 @@ def test_two_node_cluster_with_reward_workers_on_the_second_node(reference, ray_
     s = summary_of(proc.stdout)
     assert s["reward_worker_nodes"] and s["driver_node"] not in s["reward_worker_nodes"]
     assert per_step(s["out_dir"], "reward_mean") == per_step(reference["out_dir"], "reward_mean")
-    a, b = weights(reference), weights(s)
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    assert_same_weights(reference, s)

@@ -4,7 +4,6 @@ cluster_utils: separate raylets and object stores on one machine)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 
@@ -18,15 +17,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray rewr
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from learner.cluster import free_port  # noqa: E402
 from rewards.ray_pool import RewardActorPool  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -21,6 +20,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from learner.cluster import free_port  # noqa: E402
 from learner.metrics import MetricsSink, gauge_name, read_metrics  # noqa: E402
 from learner.report import write_report  # noqa: E402
 
@@ -147,18 +147,12 @@ def test_grafana_dashboard_covers_every_metric():
     assert len(ids) == len(set(ids))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # starting Ray takes 4-10 s on the 2-core reference machine
 def test_driver_gauges_reach_rays_metrics_endpoint(tmp_path: Path, monkeypatch):
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    port = _free_port()
+    port = free_port()
     # address="local": always a private instance, never a cluster someone started with `ray start`; its own
     # short temp dir (socket paths are limited to 107 bytes) leaves /tmp/ray/session_latest to that cluster
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
