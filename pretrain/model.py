@@ -1,0 +1,207 @@
+"""Models built from config as `transformers` classes, so every checkpoint loads in vLLM, PEFT and TRL unchanged.
+
+- dense: Qwen3 (GQA, RoPE, RMSNorm, SwiGLU, QK-norm) or Llama;
+- moe:   GLM-4-MoE (shared expert, grouped top-k routing, and a per-expert correction bias for
+         auxiliary-loss-free load balancing, DeepSeek-V3 §2.1.2 — `MoeBalancer` updates it after each step);
+- sinks: gpt-oss (learned attention sinks, alternating sliding/full attention, MoE).
+YaRN (Peng et al. 2023) is written into the HF config's `rope_parameters` so every loader applies it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class YarnConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: float = Field(4.0, gt=1.0, description="context extension factor (e.g. 32k -> 128k is 4)")
+    original_max_position_embeddings: int = Field(8192, ge=16, description="the context the model was trained at")
+
+
+class MoeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_experts: int = Field(8, ge=2)
+    experts_per_token: int = Field(2, ge=1)
+    num_shared_experts: int = Field(1, ge=0)
+    expert_intermediate_size: int = Field(256, ge=1)
+    num_groups: int = Field(1, ge=1, description="grouped top-k: experts split into groups, tokens pick topk_groups")
+    topk_groups: int = Field(1, ge=1)
+    first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP")
+    bias_update_rate: float = Field(1e-3, ge=0, description="gamma of the aux-loss-free bias update (0 = off)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "MoeConfig":
+        if self.experts_per_token > self.num_experts:
+            raise ValueError("moe.experts_per_token must be <= moe.num_experts")
+        if self.num_experts % self.num_groups or self.topk_groups > self.num_groups:
+            raise ValueError("moe.num_groups must divide num_experts and be >= moe.topk_groups")
+        return self
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arch: Literal["dense", "moe", "sinks"] = "dense"
+    family: Literal["qwen3", "llama"] = Field("qwen3", description="dense class")
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1, description="GQA: query heads share these key/value heads")
+    head_dim: int = Field(32, ge=4)
+    intermediate_size: int = Field(384, ge=1)
+    context: int = Field(512, ge=16, description="max_position_embeddings")
+    rope_theta: float = Field(10000.0, gt=0)
+    yarn: YarnConfig | None = None
+    tie_embeddings: bool = False
+    sliding_window: int = Field(128, ge=1, description="sinks arch: window of its sliding-attention layers")
+    moe: MoeConfig | None = None
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"model.num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if self.arch in ("moe", "sinks") and self.moe is None:
+            self.moe = MoeConfig()
+        return self
+
+
+def attn_implementation(cfg: ModelConfig) -> str:
+    """flash-attn (varlen for packed documents) when installed on a GPU, else SDPA; gpt-oss sinks need eager/FA."""
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "eager" if cfg.arch == "sinks" else "sdpa"
+
+
+def packed_attention_masks(model, position_ids: torch.Tensor) -> dict | None:
+    """Explicit per-layer-type masks keeping attention inside each packed document, for the models whose HF
+    code does not derive them from restarting position ids (gpt-oss builds its masks without position_ids;
+    Qwen3/Llama/GLM-MoE do it themselves, and flash-attn varlen needs no mask). None when not needed."""
+    config = model.config
+    if config.model_type != "gpt_oss" or config._attn_implementation == "flash_attention_2":
+        return None
+    doc = (position_ids == 0).cumsum(-1)  # [B, T]: document index of each position
+    q = torch.arange(position_ids.shape[-1], device=position_ids.device)
+    causal_same_doc = (doc[:, :, None] == doc[:, None, :]) & (q[None, :, None] >= q[None, None, :])
+    sliding = causal_same_doc & (q[None, :, None] - q[None, None, :] < config.sliding_window)
+    dtype = next(model.parameters()).dtype
+    additive = lambda allowed: torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(  # noqa: E731
+        ~allowed, torch.finfo(dtype).min)[:, None]
+    return {"full_attention": additive(causal_same_doc), "sliding_attention": additive(sliding)}
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int, eos_id: int):
+    from transformers import GptOssConfig, Glm4MoeConfig, LlamaConfig, Qwen3Config
+
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.yarn:
+        rope = {"rope_type": "yarn", "rope_theta": cfg.rope_theta, "factor": cfg.yarn.factor,
+                "original_max_position_embeddings": cfg.yarn.original_max_position_embeddings}
+    common = dict(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.context,
+        rope_parameters=rope, tie_word_embeddings=cfg.tie_embeddings, initializer_range=cfg.init_std,
+        eos_token_id=eos_id, pad_token_id=eos_id, bos_token_id=None, use_cache=False)
+    if cfg.arch == "dense":
+        cls = Qwen3Config if cfg.family == "qwen3" else LlamaConfig
+        return cls(**common, head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size)
+    moe = cfg.moe
+    if cfg.arch == "moe":
+        return Glm4MoeConfig(
+            **common, head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size,
+            moe_intermediate_size=moe.expert_intermediate_size, n_routed_experts=moe.num_experts,
+            num_experts_per_tok=moe.experts_per_token, n_shared_experts=moe.num_shared_experts,
+            n_group=moe.num_groups, topk_group=moe.topk_groups, first_k_dense_replace=moe.first_dense_layers,
+            norm_topk_prob=True, use_qk_norm=True, num_mtp_layers=0)
+    return GptOssConfig(
+        **common, head_dim=cfg.head_dim, intermediate_size=moe.expert_intermediate_size,
+        num_local_experts=moe.num_experts, num_experts_per_tok=moe.experts_per_token,
+        sliding_window=cfg.sliding_window)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    config = hf_config(cfg, vocab_size, eos_id)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation(cfg), dtype=dtype)
+    return model
+
+
+def load_pretrained(path: str, long_context: ModelConfig | None = None, dtype: torch.dtype = torch.float32):
+    """An existing HF checkpoint (continued pretraining). With `long_context.yarn` set, YaRN scaling and the
+    longer context are written into its config, so the saved model carries them into vLLM/PEFT/TRL."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    if long_context is not None and long_context.yarn is not None:
+        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", long_context.rope_theta)
+        config.rope_parameters = {"rope_type": "yarn", "rope_theta": theta, "factor": long_context.yarn.factor,
+                                  "original_max_position_embeddings":
+                                      long_context.yarn.original_max_position_embeddings}
+        config.max_position_embeddings = long_context.context
+    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype)
+
+
+def num_params(model, active: bool = True) -> dict[str, int]:
+    """Parameter counts: total, embedding (input + untied output), and active non-embedding per token (MoE)."""
+    cfg = model.config
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight.numel()
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not model.get_input_embeddings().weight:
+        emb += out.weight.numel()
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n and "shared" not in n)
+    num_experts = getattr(cfg, "n_routed_experts", None) or getattr(cfg, "num_local_experts", None)
+    active_experts = experts * cfg.num_experts_per_tok / num_experts if num_experts else experts
+    return {"total": total, "embedding": emb,
+            "active_non_embedding": int(total - emb - experts + (active_experts if active else experts))}
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x active non-embedding params + attention (PaLM appendix B: 12 * L * H * T)."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attn = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * seq_len
+    return 6 * num_params(model)["active_non_embedding"] + attn
+
+
+class MoeBalancer:
+    """Auxiliary-loss-free load balancing (DeepSeek-V3): after each optimizer step, every router's correction
+    bias moves by `rate` toward balance: b_i += rate * sign(mean_load - load_i). Counts come from forward hooks
+    on the routers and are summed over data-parallel ranks first, so every rank applies the same update."""
+
+    def __init__(self, model, rate: float) -> None:
+        self.rate = rate
+        self.routers = [m for m in model.modules() if hasattr(m, "e_score_correction_bias")]
+        self.loads = {id(r): torch.zeros(r.e_score_correction_bias.numel()) for r in self.routers}
+        self._hooks = [r.register_forward_hook(self._count) for r in self.routers]
+
+    def _count(self, module, inputs, output) -> None:
+        # Count training forwards only: not evaluation, not activation-checkpoint recomputation in backward.
+        if not module.training or torch._C._current_graph_task_id() != -1:
+            return
+        topk_indices = output[2]
+        n = module.e_score_correction_bias.numel()
+        self.loads[id(module)] += torch.bincount(topk_indices.flatten().cpu(), minlength=n).float()
+
+    def step(self) -> dict[str, float]:
+        """Apply the bias update; returns the max/mean load imbalance seen this step (1.0 = balanced)."""
+        if not self.routers:
+            return {}
+        loads = torch.stack([self.loads[id(r)] for r in self.routers])
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loads)
+        imbalance = (loads.max(dim=1).values / loads.mean(dim=1).clamp_min(1e-9)).mean().item()
+        with torch.no_grad():
+            for router, load in zip(self.routers, loads):
+                bias = router.e_score_correction_bias
+                bias += (self.rate * torch.sign(load.mean() - load)).to(bias.device, bias.dtype)
+        for r in self.routers:
+            self.loads[id(r)].zero_()
+        return {"moe/load_imbalance": imbalance}
