@@ -97,6 +97,14 @@ def test_resume_after_sigkill_is_bitwise_exact(tiny_data, tmp_path):
     assert resumed["val_bpb"] == summary["val_bpb"]
 
 
+def _main(args: list[str], capsys) -> tuple[int, dict]:
+    """The CLI in-process (bad input fails before any heavy work, so no subprocess is needed)."""
+    from pretrain.__main__ import main
+
+    code = main(args)
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.fim_rate=2", "data.fim_rate"),
     ("model.num_kv_heads=3", "num_kv_heads"),
@@ -105,28 +113,28 @@ def test_resume_after_sigkill_is_bitwise_exact(tiny_data, tmp_path):
     ("train.parallel=deepspeed", "optim.name=adamw"),
     ("data.seq_len=16", "data.seq_len"),
 ])
-def test_bad_config_names_the_field(override, message, tmp_path):
-    proc, summary = run_pretrain(["--config", str(PRESET), f"out_dir={tmp_path}", override], timeout=120)
-    assert proc.returncode == 2 and message in summary["error"], proc.stderr[-2000:]
+def test_bad_config_names_the_field(override, message, tmp_path, capsys):
+    code, summary = _main(["--config", str(PRESET), f"out_dir={tmp_path}", override], capsys)
+    assert code == 2 and message in summary["error"]
 
 
-def test_bad_sources_and_checkpoints_are_named(tmp_path):
-    proc, summary = run_pretrain(["corpus", "--config", str(PRESET), f"out_dir={tmp_path / 'a'}",
-                                  f"corpus.sources=[{tmp_path / 'nowhere'}]"], timeout=120)
-    assert proc.returncode == 1 and "nowhere" in summary["error"]
+def test_bad_sources_and_checkpoints_are_named(tmp_path, capsys):
+    code, summary = _main(["corpus", "--config", str(PRESET), f"out_dir={tmp_path / 'a'}",
+                           f"corpus.sources=[{tmp_path / 'nowhere'}]"], capsys)
+    assert code == 1 and "nowhere" in summary["error"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc, summary = run_pretrain(["corpus", "--config", str(PRESET), f"out_dir={tmp_path / 'b'}",
-                                  f"corpus.sources=[{empty}]"], timeout=120)
-    assert proc.returncode == 1 and str(empty) in summary["error"]
+    code, summary = _main(["corpus", "--config", str(PRESET), f"out_dir={tmp_path / 'b'}",
+                           f"corpus.sources=[{empty}]"], capsys)
+    assert code == 1 and str(empty) in summary["error"]
     no_tok = tmp_path / "model-without-tokenizer"
     no_tok.mkdir()
     (no_tok / "config.json").write_text("{}")
-    proc, summary = run_pretrain(["tokenizer", "--config", str(PRESET), f"out_dir={tmp_path / 'c'}",
-                                  f"init.from_checkpoint={no_tok}"], timeout=120)
-    assert proc.returncode == 1 and "tokenizer" in summary["error"], proc.stderr[-2000:]
-    proc, summary = run_pretrain(["train", "--config", str(PRESET), f"out_dir={tmp_path / 'd'}"], timeout=120)
-    assert proc.returncode == 1 and "shards" in summary["error"]
+    code, summary = _main(["tokenizer", "--config", str(PRESET), f"out_dir={tmp_path / 'c'}",
+                           f"init.from_checkpoint={no_tok}", "corpus.max_files=5"], capsys)
+    assert code == 1 and "tokenizer" in summary["error"]
+    code, summary = _main(["train", "--config", str(PRESET), f"out_dir={tmp_path / 'd'}"], capsys)
+    assert code == 1 and "shards" in summary["error"]
 
 
 def test_compile_rate_eval_compiles_for_real():
