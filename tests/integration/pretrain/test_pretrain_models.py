@@ -51,7 +51,8 @@ def test_fsdp2_two_ranks_under_torchrun(tiny_data, tmp_path):
     out = with_data(tiny_data, tmp_path / "fsdp")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                 "127.0.0.1", "--master-port", str(free_port())]
-    args = ["train", "--config", str(PRESET), f"out_dir={out}", *FAST, "train.parallel=fsdp2", "train.steps=8",
+    # stage "all": rank 0 runs (here: skips) the data stages while rank 1 waits for them
+    args = ["all", "--config", str(PRESET), f"out_dir={out}", *FAST, "train.parallel=fsdp2", "train.steps=8",
             "checkpoint.every=4", "eval.every=8", "data.micro_batch_size=2", "data.grad_accum=2",
             "train.activation_checkpointing=true"]
     proc, summary = run_pretrain(args, launcher=launcher, env={"OMP_NUM_THREADS": "1"})
