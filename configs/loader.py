@@ -5,7 +5,9 @@ Errors name the field and the file (or the override) they came from; unknown key
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +20,14 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 class ConfigError(ValueError):
     """A config could not be loaded; the message names the source and the field."""
+
+
+def cli_error(message: str, code: int, label: str = "error") -> int:
+    """How every CLI fails: a readable line on stderr, the `{"error": ...}` JSON line last on stdout (what
+    scripts parse), and the exit code to return (2: bad config, 1: bad input or a failed run)."""
+    print(f"{label}: {message}", file=sys.stderr)
+    print(json.dumps({"error": message}))
+    return code
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from configs.loader import ConfigError, load_config
+from configs.loader import ConfigError, cli_error, load_config
 from learner.config import RLVRConfig
 
 
@@ -25,17 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(RLVRConfig, args.config, args.overrides)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 2
+        return cli_error(str(exc), 2, "config error")
     from learner.driver import run
 
     try:
         summary = run(cfg)
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return cli_error(str(exc), 1)
     print(json.dumps(summary))
     return 0
 

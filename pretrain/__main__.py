@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from configs.loader import ConfigError, load_config
+from configs.loader import ConfigError, cli_error, load_config
 from pretrain.config import PretrainConfig
 
 STAGES = ("all", "corpus", "tokenizer", "shards", "train")
@@ -75,15 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(PretrainConfig, args.config, args.overrides)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 2
+        return cli_error(str(exc), 2, "config error")
     try:
         summary = _run(args.stage, cfg)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return cli_error(str(exc), 1)
     finally:
         import torch.distributed as dist
 

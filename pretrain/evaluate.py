@@ -12,7 +12,6 @@ import math
 import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -153,7 +152,3 @@ def compile_eval_tasks(count: int):
 
     tasks = sorted((t for t in load_embedded() if is_heldout(t.task_id)), key=lambda t: t.task_id)
     return tasks[:count]
-
-
-def token_bytes_tensor(lengths: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(lengths.astype(np.int64))

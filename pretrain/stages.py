@@ -81,10 +81,3 @@ def run_shards(cfg: PretrainConfig) -> dict:
         metas[split] = build_shards(p.corpus / f"{split}.jsonl", tokenizer, out, cfg.max_doc_tokens,
                                     cfg.data.shard_tokens)
     return metas
-
-
-def run_data_stages(cfg: PretrainConfig) -> dict:
-    corpus = run_corpus(cfg)
-    tokenizer = run_tokenizer(cfg)
-    shards = run_shards(cfg)
-    return {"corpus": corpus, "tokenizer": tokenizer, "shards": shards}

@@ -66,7 +66,9 @@ def fim_ids(tokenizer) -> dict[str, int]:
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for; special tokens count zero (bits-per-byte's denominator)."""
-    byte_of = set(_byte_level_chars())
+    from tokenizers import pre_tokenizers
+
+    byte_of = set(pre_tokenizers.ByteLevel.alphabet())  # one stand-in character per byte
     special = set(tokenizer.all_special_ids)
     lengths = np.zeros(len(tokenizer), dtype=np.int64)
     for token, tid in tokenizer.get_vocab().items():
@@ -74,14 +76,6 @@ def token_byte_lengths(tokenizer) -> np.ndarray:
             continue
         lengths[tid] = sum(1 for ch in token if ch in byte_of)
     return lengths
-
-
-def _byte_level_chars() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for bytes (GPT-2's table): one per byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    extra = [b for b in range(256) if b not in printable]
-    return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
 def tokens_per_byte(tokenizer, texts: list[str]) -> float:

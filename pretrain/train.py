@@ -9,6 +9,7 @@ the MoE routers' balance biases. Evaluations, alerts and checkpoints hang off th
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,10 +37,10 @@ def init_distributed(parallel: str) -> tuple[int, int, torch.device]:
             raise ValueError("launched with WORLD_SIZE>1 but train.parallel=none: set train.parallel=fsdp2")
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if "RANK" not in os.environ:  # a single process without torchrun: a world of one on loopback
-        from learner.cluster import free_port
+        from torch.distributed.elastic.utils.distributed import get_free_port
 
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(free_port()))
+                          MASTER_PORT=str(get_free_port()))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
@@ -111,7 +112,7 @@ class Trainer:
                                 cfg.data.seed)
         self.train_store, self.val_store = DocStore(p.train), DocStore(p.val)
         self.loader = PackedLoader(self.train_store, self.tokenizer, view, self.specials, self.rank, self.world)
-        self.token_bytes = evaluate.token_bytes_tensor(token_byte_lengths(self.tokenizer))
+        self.token_bytes = torch.from_numpy(token_byte_lengths(self.tokenizer))
         self.spikes = LossSpikeDetector(cfg.alerts.spike_factor, cfg.alerts.spike_window)
         self.step, self.loss_ema, self.last_eval = 0, None, {}
         self.ckpt_root = cfg.out_dir / "checkpoints"
@@ -291,8 +292,6 @@ class Trainer:
                 model, state = model.merge_and_unload(), None
             model.save_pretrained(tmp, state_dict=state)
             self.tokenizer.save_pretrained(tmp)
-            import shutil
-
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)
         if dist.is_initialized():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from configs.loader import ConfigError, load_config
+from configs.loader import ConfigError, cli_error, load_config
 from sft.dataset import DataConfig, build_dataset
 
 COMMANDS = ("data", "train")
@@ -27,12 +27,6 @@ class SFTDataRoot(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sft", description=__doc__.split("\n")[0])
     parser.add_argument("command", help="one of " + ", ".join(COMMANDS))
@@ -41,18 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.command not in IMPLEMENTED:
         known = "not implemented yet" if args.command in COMMANDS else "unknown command"
-        return _fail(f"`{args.command}`: {known} (available: {', '.join(IMPLEMENTED)})", 2)
+        return cli_error(f"`{args.command}`: {known} (available: {', '.join(IMPLEMENTED)})", 2)
     try:
         cfg = load_config(SFTDataRoot, args.config, args.overrides)
     except ConfigError as exc:
-        return _fail(str(exc), 2)
+        return cli_error(str(exc), 2)
     data_dir = cfg.out_dir / "data"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         (cfg.out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))  # the resolved config
         stats = build_dataset(cfg.data, data_dir)
     except (ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc), 1)
+        return cli_error(str(exc), 1)
     print(json.dumps({"out_dir": str(data_dir), **stats["num_samples"], "kinds": stats["kinds"],
                       "duplicates_removed": stats["duplicates_removed"], "seconds": stats["seconds"]}))
     return 0

@@ -9,7 +9,6 @@ experts [E, r, c] split by expert, sinks, router, expert biases). The DCP optimi
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 import transformers as tf
 from torch import nn
 
+from learner.cluster import free_port
 from pretrain.optim import OptimConfig, build_optimizer, clip_grad_norm
 from pretrain.schedule import lr_multiplier
 
@@ -100,12 +100,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 torch.save({"params": params, "norms": norms}, Path(out_dir) / f"{arch}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_fsdp(out_dir: Path, timeout_s: float = 120.0) -> None:

@@ -4,7 +4,6 @@ continued pretraining with LoRA; the long-context (YaRN) phase."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
