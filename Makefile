@@ -25,6 +25,7 @@ bench: setup
 	$(PY) bench/generation_throughput.py
 	$(PY) bench/rlvr_pipeline.py
 	$(PY) bench/pretrain_throughput.py
+	$(PY) bench/sft_packing.py
 
 clean-sandbox:
 	$(PY) -m sandbox gc

@@ -10,7 +10,10 @@ CPU quota. Nothing from the host is visible except the read-only runner script. 
 
 from __future__ import annotations
 
+import logging
+import os
 import select
+import socket
 import time
 
 import docker
@@ -23,6 +26,49 @@ from sandbox.worker import RUNNER_PATH, LineReader, WorkerError, decode_reply, e
 
 LABEL = "crucible.sandbox"
 POOL_LABEL = "crucible.sandbox.pool"
+OWNER_LABEL = "crucible.sandbox.owner"  # host:pid:start-time of the process that created the container
+
+log = logging.getLogger(__name__)
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_id(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host's container (a shared daemon): not ours to judge
+    return _start_time(int(pid)) == started
+
+
+def reap_orphans() -> list[str]:
+    """Remove sandbox containers whose creating process is dead. A process SIGKILLed between creating and
+    starting a container leaves it in "created" state, which auto_remove never deletes; the next pool on
+    the machine cleans up after it."""
+    reaped = []
+    for c in _labelled_containers(None):
+        owner = c.labels.get(OWNER_LABEL)
+        if owner and not _owner_alive(owner):
+            try:
+                c.remove(force=True)
+                reaped.append(c.name)
+            except DockerException:  # already being removed
+                pass
+    if reaped:
+        log.warning("removed %d sandbox containers left by dead processes: %s", len(reaped), reaped)
+    return reaped
 
 
 def client() -> docker.DockerClient:
@@ -62,7 +108,8 @@ class _Demux:
 
 
 def prepare(config: SandboxConfig) -> None:
-    """Once per pool: the daemon answers and the image exists."""
+    """Once per pool: the daemon answers, the image exists, and containers of dead owners are removed."""
+    reap_orphans()
     try:
         client().images.get(config.image)
     except NotFound:
@@ -81,25 +128,29 @@ class DockerWorker:
         self._sock = None
         self._reader: LineReader | None = None
 
-    def start(self) -> None:
+    def create(self):
+        """The container, created but not started (start() attaches to it first, then starts it)."""
         cfg = self.config
         tmpfs_opts = f"rw,exec,nosuid,nodev,size={cfg.scratch_mb}m,mode=1777"
+        return self._client.containers.create(
+            cfg.image, ["python3", "-I", "-S", RUNNER_MOUNT, "serve"], name=self.name,
+            # detach=False makes docker-py set StdinOnce: when this process dies the attach closes,
+            # the runner reads EOF and exits, and auto_remove deletes the container.
+            user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=False, auto_remove=True,
+            network_mode="none", read_only=True, working_dir="/work", hostname="sandbox",
+            tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,")},
+            shm_size=f"{cfg.shm_mb}m", mem_limit=f"{cfg.worker_memory_mb}m",
+            memswap_limit=f"{cfg.worker_memory_mb}m", pids_limit=cfg.worker_pids,
+            nano_cpus=int(cfg.worker_cpus * 1e9), cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], environment={},
+            ulimits=[Ulimit(name="core", soft=0, hard=0)], ipc_mode="private",
+            volumes={str(RUNNER_PATH): {"bind": RUNNER_MOUNT, "mode": "ro"}},
+            labels={LABEL: "1", POOL_LABEL: self.pool_id, OWNER_LABEL: owner_id()},
+        )
+
+    def start(self) -> None:
         try:
-            self._container = self._client.containers.create(
-                cfg.image, ["python3", "-I", "-S", RUNNER_MOUNT, "serve"], name=self.name,
-                # detach=False makes docker-py set StdinOnce: when this process dies the attach closes,
-                # the runner reads EOF and exits, and auto_remove deletes the container.
-                user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=False, auto_remove=True,
-                network_mode="none", read_only=True, working_dir="/work", hostname="sandbox",
-                tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,")},
-                shm_size=f"{cfg.shm_mb}m", mem_limit=f"{cfg.worker_memory_mb}m",
-                memswap_limit=f"{cfg.worker_memory_mb}m", pids_limit=cfg.worker_pids,
-                nano_cpus=int(cfg.worker_cpus * 1e9), cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], environment={},
-                ulimits=[Ulimit(name="core", soft=0, hard=0)], ipc_mode="private",
-                volumes={str(RUNNER_PATH): {"bind": RUNNER_MOUNT, "mode": "ro"}},
-                labels={LABEL: "1", POOL_LABEL: self.pool_id},
-            )
+            self._container = self.create()
             self._sock = self._container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
             self._container.start()
         except DockerException as exc:
@@ -107,7 +158,7 @@ class DockerWorker:
             raise WorkerError(f"{self.name}: could not start container: {exc}") from None
         raw = self._sock._sock  # docker-py exposes the raw socket of the hijacked HTTP connection
         self._reader = LineReader(_Demux(raw).read_some)
-        reply = self.request({"op": "ping"}, cfg.startup_timeout_s)
+        reply = self.request({"op": "ping"}, self.config.startup_timeout_s)
         if not reply.get("ok"):
             raise WorkerError(f"{self.name}: bad handshake {reply}")
 

@@ -114,3 +114,26 @@ def test_jails_die_with_a_killed_host_process(backend):
             break
         time.sleep(0.5)
     assert not left, left
+
+
+def test_a_container_orphaned_before_it_started_is_removed_by_the_next_pool(make_pool):
+    """A process SIGKILLed between creating and starting a container (e.g. a Ray actor killed while it
+    starts its pool) leaves a "created" container that auto_remove never deletes: the next pool reaps it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, backend_skip_reason
+
+    if reason := backend_skip_reason("docker"):
+        pytest.skip(reason)
+    from sandbox.docker_backend import leaked_containers
+
+    code = ("import os, signal\nfrom sandbox.config import SandboxConfig\n"
+            "from sandbox.docker_backend import DockerWorker\n"
+            "DockerWorker(SandboxConfig(), None, 250000, 'orphan00', 0).create()\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO)
+    assert proc.returncode == -9
+    assert leaked_containers("orphan00") == ["crucible-sbx-orphan00-0"]  # created, never started
+    make_pool("docker", num_workers=1)
+    assert leaked_containers("orphan00") == []

@@ -1,0 +1,251 @@
+"""SFT training: TRL's SFTTrainer on prompt-completion records (loss on completion tokens only), padding-free
+best-fit packing (position ids restart per sample, so packed samples never attend to each other), PEFT
+LoRA/QLoRA or full fine-tuning, DeepSpeed ZeRO-2/3 or FSDP2 under torchrun, eval every N steps, the newest N
+checkpoints kept, cosine/WSD schedules, TensorBoard (W&B optional). LoRA runs end with a merged checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from sft.config import SFTConfig
+
+log = logging.getLogger(__name__)
+
+
+class AllLabelsMaskedError(ValueError):
+    """A batch with no completion token: its loss would be a silent 0 (or NaN)."""
+
+
+def record_to_prompt_completion(row: dict, fmt: str, where: str) -> dict:
+    """One JSONL row (chat `messages`, or Alpaca instruction/input/output) -> TRL's conversational
+    prompt-completion form: every turn before the last assistant reply is prompt (masked)."""
+    if fmt == "chat":
+        messages = row.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise ValueError(f"{where}: `messages` must be a list of at least two turns")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                    or not isinstance(m.get("content"), str):
+                raise ValueError(f"{where}: messages[{i}] needs a role (system/user/assistant) and string content")
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(f"{where}: the last message must be the assistant's reply (it is what is trained)")
+        return {"prompt": messages[:-1], "completion": messages[-1:]}
+    missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
+    if missing:
+        raise ValueError(f"{where}: Alpaca rows need string {missing}")
+    user = row["instruction"] + ("\n\n" + row["input"] if row.get("input") else "")
+    return {"prompt": [{"role": "user", "content": user}],
+            "completion": [{"role": "assistant", "content": row["output"]}]}
+
+
+def read_records(path: Path, fmt: str, limit: int | None = None) -> list[dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no SFT data (run `python -m sft data` first)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+            rows.append(record_to_prompt_completion(row, fmt, f"{path}:{lineno}"))
+            if limit and len(rows) >= limit:
+                break
+    if not rows:
+        raise ValueError(f"{path}: no records")
+    return rows
+
+
+def drop_unlearnable(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Records whose prompt fills the whole sequence would keep no completion token after truncation."""
+    kept = [r for r in rows
+            if len(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"]) < max_length - 1]
+    return kept, len(rows) - len(kept)
+
+
+def deepspeed_config(stage: int) -> dict:
+    """ZeRO-2/3 for HF Trainer ("auto" values are filled from TrainingArguments)."""
+    zero = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if stage == 3:
+        zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_param_persistence_threshold="auto",
+                    stage3_prefetch_bucket_size="auto")
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
+            "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto"}
+
+
+def training_arguments(cfg: SFTConfig, model, has_eval: bool):
+    from trl import SFTConfig as TrlConfig
+
+    t, gpu = cfg.train, torch.cuda.is_available()
+    bf16 = t.bf16 if t.bf16 is not None else gpu
+    extra: dict = {}
+    if cfg.parallel.startswith("deepspeed"):
+        extra["deepspeed"] = deepspeed_config(int(cfg.parallel[-1]))
+    elif cfg.parallel == "fsdp":
+        extra["fsdp"] = "full_shard auto_wrap"
+        extra["fsdp_config"] = {"version": 2, "transformer_layer_cls_to_wrap": list(model._no_split_modules or [])}
+    report = (["tensorboard"] if cfg.logging.tensorboard else []) + (["wandb"] if cfg.logging.wandb else [])
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(cfg.out_dir / "tensorboard"))  # read by HF's callback
+    return TrlConfig(
+        output_dir=str(cfg.out_dir / "checkpoints"),
+        num_train_epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.lr, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio, lr_scheduler_type="constant_with_warmup" if t.schedule == "constant"
+        else "cosine", per_device_train_batch_size=t.micro_batch_size, per_device_eval_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=t.grad_accum, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
+        bf16=bf16, use_cpu=not gpu, max_length=t.max_length, packing=t.packing, packing_strategy="bfd",
+        padding_free=t.packing, completion_only_loss=True, eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval.every,
+        save_strategy="steps", save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep,
+        logging_steps=cfg.logging.every, logging_first_step=True, report_to=report or "none",
+        gradient_checkpointing=cfg.model.gradient_checkpointing, dataloader_num_workers=0,
+        disable_tqdm=False, **extra)
+
+
+def _trainer_class():
+    from transformers import get_wsd_schedule
+    from trl import SFTTrainer
+
+    class MaskedSFTTrainer(SFTTrainer):
+        """SFTTrainer that refuses all-masked batches and knows the WSD schedule."""
+
+        schedule: str = "cosine"
+        decay_fraction: float = 0.2
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.get("labels")
+            if labels is not None and not bool((labels != -100).any()):
+                raise AllLabelsMaskedError(
+                    "a batch has every label masked (-100): it holds no completion token, so its loss would be a "
+                    "silent zero; check that records have non-empty completions and that train.max_length leaves "
+                    "room after the prompt")
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.schedule != "wsd" or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            self.lr_scheduler = get_wsd_schedule(
+                optimizer or self.optimizer, self.args.get_warmup_steps(num_training_steps),
+                num_decay_steps=max(1, round(self.decay_fraction * num_training_steps)),
+                num_training_steps=num_training_steps, decay_type="cosine")
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return MaskedSFTTrainer
+
+
+def build_trainer(cfg: SFTConfig, base: str, train_rows: list[dict], eval_rows: list[dict]):
+    """The configured trainer and how many records were dropped as unlearnable (prompt too long)."""
+    from datasets import Dataset
+
+    from sft.model import load_for_training
+
+    model, tokenizer, peft_config = load_for_training(cfg, base)
+    train_rows, dropped = drop_unlearnable(train_rows, tokenizer, cfg.train.max_length)
+    eval_rows, dropped_eval = drop_unlearnable(eval_rows, tokenizer, cfg.train.max_length)
+    if not train_rows:
+        raise ValueError(f"every training record's prompt is longer than train.max_length={cfg.train.max_length}")
+    cls = _trainer_class()
+    trainer = cls(model=model, args=training_arguments(cfg, model, bool(eval_rows)), processing_class=tokenizer,
+                  train_dataset=Dataset.from_list(train_rows),
+                  eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, peft_config=peft_config)
+    if cfg.parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not trainer.is_fsdp_enabled:
+        # accelerate applies FSDP to CUDA devices only; on CPU it would quietly fall back to DDP
+        raise ValueError("parallel=fsdp: accelerate shards with FSDP on GPUs only and this run has none; "
+                         "use parallel=deepspeed_zero2 or deepspeed_zero3 on CPU")
+    trainer.schedule, trainer.decay_fraction = cfg.train.schedule, cfg.train.decay_fraction
+    trainer.records = {"train": len(train_rows), "eval": len(eval_rows)}
+    return trainer, dropped + dropped_eval
+
+
+def _latest_checkpoint(cfg: SFTConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = cfg.out_dir / "checkpoints"
+    return get_last_checkpoint(str(ckpt_dir)) if cfg.train.resume and ckpt_dir.is_dir() else None
+
+
+def run_training(cfg: SFTConfig, base: str) -> dict:
+    """Train; returns the summary (checkpoint, eval_loss_first, eval_loss_last, ...). Rank 0 writes files."""
+    from sft.merge import merge_adapter
+
+    fmt = cfg.data_format
+    train_rows = read_records(cfg.data_dir / f"train.{fmt}.jsonl", fmt)
+    eval_rows = read_records(cfg.data_dir / f"eval.{fmt}.jsonl", fmt, cfg.eval.max_samples) \
+        if (cfg.data_dir / f"eval.{fmt}.jsonl").stat().st_size else []
+    trainer, dropped = build_trainer(cfg, base, train_rows, eval_rows)
+    rank0 = trainer.is_world_process_zero()
+    resume = _latest_checkpoint(cfg)
+    first_path = cfg.out_dir / "eval_first.json"  # the base model's eval loss survives a resume
+    has_eval = trainer.eval_dataset is not None
+    if has_eval and not first_path.exists():
+        # evaluated inside train() (eval_on_start), where DeepSpeed/FSDP engines exist: an evaluate() call
+        # before train() would prepare the model for inference only and break DeepSpeed's backward
+        trainer.args.eval_on_start = True
+        trainer.add_callback(_FirstEvalRecorder(first_path if rank0 else None))
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.monotonic() - started
+    eval_last = None
+    if has_eval:  # the final step's periodic eval when there was one, else one more
+        done = [h["eval_loss"] for h in trainer.state.log_history
+                if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        eval_last = done[-1] if done else trainer.evaluate()["eval_loss"]
+    eval_first = json.loads(first_path.read_text())["eval_loss"] if first_path.exists() else None
+    final = cfg.out_dir / "final"
+    adapter = None
+    if cfg.train.method == "full":
+        trainer.save_model(str(final))
+    else:
+        adapter = cfg.out_dir / "adapter"
+        trainer.save_model(str(adapter))
+    if torch.distributed.is_initialized():  # merging loads models, which must not wait on other ranks
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if cfg.parallel == "deepspeed_zero3":  # else from_pretrained would build the merge model ZeRO-3-partitioned
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    if rank0:
+        trainer.processing_class.save_pretrained(str(adapter or final))
+        if adapter is not None:
+            merge_adapter(adapter, final, base=base)
+        _write_metrics(cfg.out_dir / "metrics.jsonl", trainer.state.log_history)
+    tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
+    return {"checkpoint": str(final), "adapter": str(adapter) if adapter else None,
+            "eval_loss_first": eval_first, "eval_loss_last": eval_last,
+            "train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
+            "records": trainer.records, "dropped_prompt_too_long": dropped,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 and tokens else None,
+            "seconds": round(seconds, 1), "resumed_from": resume,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
+class _FirstEvalRecorder:
+    """Keeps the first evaluation's loss (the base model's) in eval_first.json."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __getattr__(self, name):  # the TrainerCallback hooks this recorder does not use
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.path is not None and not self.path.exists() and metrics and "eval_loss" in metrics:
+            self.path.write_text(json.dumps({"eval_loss": metrics["eval_loss"], "step": state.global_step}))
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    with open(path, "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
