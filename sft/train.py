@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from sft.config import SFTConfig
 
@@ -229,16 +230,11 @@ def run_training(cfg: SFTConfig, base: str) -> dict:
             "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
-class _FirstEvalRecorder:
+class _FirstEvalRecorder(TrainerCallback):
     """Keeps the first evaluation's loss (the base model's) in eval_first.json."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-
-    def __getattr__(self, name):  # the TrainerCallback hooks this recorder does not use
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.path is not None and not self.path.exists() and metrics and "eval_loss" in metrics:

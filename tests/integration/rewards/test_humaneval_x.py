@@ -1,5 +1,6 @@
-"""HumanEval-X C++ through the tamper-proof harness: every canonical solution passes on each backend, and
-each canonical with its body replaced by a wrong `return {};` fails."""
+"""HumanEval-X C++ through the tamper-proof harness: every canonical solution passes, and each canonical with
+its body replaced by a wrong `return {};` fails. All 164 tasks on Docker; every 4th on bubblewrap (the harness
+is the same on both; the backends' equivalence is covered by the sandbox tests), which saves a minute."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def tasks():
 
 def test_all_canonical_pass_and_wrong_returns_fail(backend, make_pool, tasks):
     assert len(tasks) == 164
+    tasks = tasks if backend == "docker" else tasks[::4]
     scorer = Scorer(make_pool(backend))
     right = scorer.score(canonical_items(tasks))
     failures = [(s.task_id, s.verdict, s.detail) for s in right if not s.passed]

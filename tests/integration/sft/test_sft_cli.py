@@ -155,6 +155,6 @@ def test_bad_input_names_the_file_and_line(trained, tmp_path, capsys):
         (["train", "train.method=dora"], 2, "train.method"),
     ]
     for args, code, message in cases:
-        assert main([*args, "--config", str(PRESET)]) == code, args
+        assert main([*args, "--config", str(PRESET), *FAST]) == code, args
         captured = capsys.readouterr()
         assert message in captured.err and json.loads(captured.out.splitlines()[-1])["error"], (args, captured.err)
