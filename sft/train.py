@@ -84,7 +84,7 @@ def deepspeed_config(stage: int) -> dict:
             "gradient_accumulation_steps": "auto"}
 
 
-def training_arguments(cfg: SFTConfig, model, has_eval: bool):
+def training_arguments(cfg: SFTConfig, has_eval: bool):
     from trl import SFTConfig as TrlConfig
 
     t, gpu = cfg.train, torch.cuda.is_available()
@@ -94,9 +94,8 @@ def training_arguments(cfg: SFTConfig, model, has_eval: bool):
         extra["deepspeed"] = deepspeed_config(int(cfg.parallel[-1]))
     elif cfg.parallel == "fsdp":
         extra["fsdp"] = "full_shard auto_wrap"
-        extra["fsdp_config"] = {"version": 2, "transformer_layer_cls_to_wrap": list(model._no_split_modules or [])}
+        extra["fsdp_config"] = {"version": 2}  # accelerate wraps the model's _no_split_modules (its blocks)
     report = (["tensorboard"] if cfg.logging.tensorboard else []) + (["wandb"] if cfg.logging.wandb else [])
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(cfg.out_dir / "tensorboard"))  # read by HF's callback
     return TrlConfig(
         output_dir=str(cfg.out_dir / "checkpoints"),
         num_train_epochs=t.epochs, max_steps=t.max_steps, learning_rate=t.lr, weight_decay=t.weight_decay,
@@ -104,7 +103,8 @@ def training_arguments(cfg: SFTConfig, model, has_eval: bool):
         else "cosine", per_device_train_batch_size=t.micro_batch_size, per_device_eval_batch_size=t.micro_batch_size,
         gradient_accumulation_steps=t.grad_accum, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
         bf16=bf16, use_cpu=not gpu, max_length=t.max_length, packing=t.packing, packing_strategy="bfd",
-        padding_free=t.packing, completion_only_loss=True, eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval.every,
+        padding_free=t.packing, completion_only_loss=True, eval_strategy="steps" if has_eval else "no",
+        eval_steps=cfg.eval.every,
         save_strategy="steps", save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep,
         logging_steps=cfg.logging.every, logging_first_step=True, report_to=report or "none",
         gradient_checkpointing=cfg.model.gradient_checkpointing, dataloader_num_workers=0,
@@ -149,19 +149,34 @@ def build_trainer(cfg: SFTConfig, base: str, train_rows: list[dict], eval_rows: 
 
     from sft.model import load_for_training
 
+    # the arguments come first: with ZeRO-3 they make from_pretrained partition the weights as it loads them
+    args = training_arguments(cfg, bool(eval_rows))
+    if cfg.parallel == "deepspeed_zero3":  # zero.Init sizes its partitions by DeepSpeed's world, set up first
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     model, tokenizer, peft_config = load_for_training(cfg, base)
     train_rows, dropped = drop_unlearnable(train_rows, tokenizer, cfg.train.max_length)
     eval_rows, dropped_eval = drop_unlearnable(eval_rows, tokenizer, cfg.train.max_length)
     if not train_rows:
         raise ValueError(f"every training record's prompt is longer than train.max_length={cfg.train.max_length}")
+    if not eval_rows:  # all of them were too long
+        from transformers.trainer_utils import IntervalStrategy
+
+        args.eval_strategy = IntervalStrategy.NO
     cls = _trainer_class()
-    trainer = cls(model=model, args=training_arguments(cfg, model, bool(eval_rows)), processing_class=tokenizer,
+    trainer = cls(model=model, args=args, processing_class=tokenizer,
                   train_dataset=Dataset.from_list(train_rows),
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, peft_config=peft_config)
     if cfg.parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not trainer.is_fsdp_enabled:
         # accelerate applies FSDP to CUDA devices only; on CPU it would quietly fall back to DDP
         raise ValueError("parallel=fsdp: accelerate shards with FSDP on GPUs only and this run has none; "
                          "use parallel=deepspeed_zero2 or deepspeed_zero3 on CPU")
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:  # its directory, without the process-wide env variable
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(cfg.out_dir / "tensorboard")
     trainer.schedule, trainer.decay_fraction = cfg.train.schedule, cfg.train.decay_fraction
     trainer.records = {"train": len(train_rows), "eval": len(eval_rows)}
     return trainer, dropped + dropped_eval
