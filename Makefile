@@ -14,10 +14,10 @@ demo-sandbox: setup
 	$(PY) -m rewards eval --tasks embedded --completions canonical
 
 test: setup
-	$(PY) -m pytest -q tests
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -m "not slow" tests
 
 bench: setup
 	$(PY) bench/sandbox_throughput.py
