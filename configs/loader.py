@@ -5,9 +5,11 @@ Errors name the field and the file (or the override) they came from; unknown key
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +30,20 @@ def cli_error(message: str, code: int, label: str = "error") -> int:
     print(f"{label}: {message}", file=sys.stderr)
     print(json.dumps({"error": message}))
     return code
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line of a JSONL file (gzip when it ends in .gz); a
+    line that is not JSON is an error naming the file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

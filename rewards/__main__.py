@@ -13,6 +13,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from configs.loader import jsonl_rows
 from rewards.passk import available_ks, mean_pass_at_k
 from rewards.tasks import load_embedded, load_tasks
 from rewards.types import ScoredSample, Task
@@ -20,21 +21,14 @@ from rewards.types import ScoredSample, Task
 
 def read_completions(path: Path, tasks: dict[str, Task]) -> list[tuple[Task, str]]:
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
-                raise ValueError(f"{path}:{lineno}: field 'task_id' is missing or not a string")
-            if not isinstance(row.get("completion"), str):
-                raise ValueError(f"{path}:{lineno}: field 'completion' is missing or not a string")
-            if row["task_id"] not in tasks:
-                raise ValueError(f"{path}:{lineno}: task_id {row['task_id']!r} is not in the task file")
-            items.append((tasks[row["task_id"]], row["completion"]))
+    for lineno, row in jsonl_rows(path):
+        if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
+            raise ValueError(f"{path}:{lineno}: field 'task_id' is missing or not a string")
+        if not isinstance(row.get("completion"), str):
+            raise ValueError(f"{path}:{lineno}: field 'completion' is missing or not a string")
+        if row["task_id"] not in tasks:
+            raise ValueError(f"{path}:{lineno}: task_id {row['task_id']!r} is not in the task file")
+        items.append((tasks[row["task_id"]], row["completion"]))
     if not items:
         raise ValueError(f"{path}: no completions")
     return items

@@ -6,15 +6,14 @@ The file format is documented in docs/tasks.md.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
+from configs.loader import jsonl_rows
 from rewards.types import StdioCase, Task
 
 EMBEDDED_DIR = Path(__file__).with_name("data") / "embedded"  # one YAML file per tier, our own problems
@@ -38,15 +37,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
         for i, row in enumerate(data, 1):
             yield i, row
         return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    yield from jsonl_rows(path)
 
 
 def _require(row: dict, where: str, *fields: str) -> None:

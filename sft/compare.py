@@ -11,34 +11,29 @@ from pathlib import Path
 
 import torch
 
+from configs.loader import jsonl_rows
+
 
 def read_questions(path: Path, limit: int | None = None) -> list[str]:
     """A .txt file (one question per line) or JSONL rows with `question`, `instruction`, `prompt` or chat
     `messages` (the user turns before the last assistant reply)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no question file")
+    if path.suffix != ".jsonl":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
     questions = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            questions.append(line.strip())
+    for lineno, row in jsonl_rows(path):
+        if "messages" in row:
+            users = [m["content"] for m in row["messages"] if m.get("role") == "user"]
+            text = users[-1] if users else None
         else:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            if "messages" in row:
-                users = [m["content"] for m in row["messages"] if m.get("role") == "user"]
-                text = users[-1] if users else None
-            else:
-                text = next((row[k] for k in ("question", "instruction", "prompt") if isinstance(row.get(k), str)),
-                            None)
-                if text is not None and row.get("input"):
-                    text += "\n\n" + row["input"]
-            if not text:
-                raise ValueError(f"{path}:{lineno}: needs `question`, `instruction`, `prompt` or `messages`")
-            questions.append(text)
+            text = next((row[k] for k in ("question", "instruction", "prompt") if isinstance(row.get(k), str)),
+                        None)
+            if text is not None and row.get("input"):
+                text += "\n\n" + row["input"]
+        if not text:
+            raise ValueError(f"{path}:{lineno}: needs `question`, `instruction`, `prompt` or `messages`")
+        questions.append(text)
         if limit and len(questions) >= limit:
             break
     return questions
@@ -80,16 +75,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return outputs
 
 
-def pass_rate(tasks, completions: list[str], backend: str) -> dict:
+def score_tasks(tasks, completions: list[str], backend: str) -> dict:
+    """The rewards evaluator's summary (pass@1, verdict counts, ...) of one completion per task."""
+    from rewards.__main__ import summarize
     from rewards.scorer import Scorer
     from sandbox.config import SandboxConfig
     from sandbox.pool import SandboxPool
 
     with SandboxPool(SandboxConfig(backend=backend, num_workers=1)) as pool:
-        scored = Scorer(pool, mode="raw").score(list(zip(tasks, completions)))
-    passed = sum(s.passed for s in scored)
-    return {"pass_rate": passed / len(scored), "passed": passed, "tasks": len(scored),
-            "verdicts": {v: sum(s.verdict == v for s in scored) for v in sorted({s.verdict for s in scored})}}
+        return summarize(Scorer(pool, mode="raw").score(list(zip(tasks, completions))))
 
 
 def load_task_set(spec: str, limit: int | None):
@@ -122,8 +116,8 @@ def compare(base: str, tuned: str, out_dir: Path, questions: Path | None, tasks:
         answers[name] = generate(model, tokenizer, prompts, max_new_tokens) if prompts else []
         if task_list:
             completions = generate(model, tokenizer, [t.prompt for t in task_list], max_new_tokens)
-            summary[f"{name}_tasks"] = pass_rate(task_list, completions, backend)
-            summary[f"{name}_pass_rate"] = summary[f"{name}_tasks"]["pass_rate"]
+            summary[f"{name}_tasks"] = score_tasks(task_list, completions, backend)
+            summary[f"{name}_pass_rate"] = summary[f"{name}_tasks"].get("pass@1")
         del model
     rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(prompts, answers["base"], answers["tuned"])]
     with open(out_dir / "compare.jsonl", "w") as f:

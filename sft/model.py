@@ -142,7 +142,7 @@ def load_for_training(cfg: SFTConfig, base: str):
 
 
 @torch.no_grad()
-def packed_rows_are_isolated(model, vocab_size: int, length: int = 12) -> float:
+def packing_leak(model, vocab_size: int, length: int = 12) -> float:
     """How far (max |log-prob| difference) a sample's outputs move when another sample is packed before it
     with restarting position ids. ~0 when the model keeps packed samples apart; O(1) when they attend to each
     other (attention implementations that build their masks without position ids)."""
@@ -158,7 +158,7 @@ def packed_rows_are_isolated(model, vocab_size: int, length: int = 12) -> float:
 
 def check_packing_isolation(model, vocab_size: int, tolerance: float = 0.05) -> None:
     """Refuse packing when this model/attention implementation lets packed samples see each other."""
-    leak = packed_rows_are_isolated(model, vocab_size)
+    leak = packing_leak(model, vocab_size)
     if leak > tolerance:
         raise ValueError(
             f"train.packing: with attn_implementation={model.config._attn_implementation!r} this "

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from configs.loader import jsonl_rows
 from sft.config import SFTConfig
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,10 @@ def read_records(path: Path, fmt: str, limit: int | None = None) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no SFT data (run `python -m sft data` first)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            rows.append(record_to_prompt_completion(row, fmt, f"{path}:{lineno}"))
-            if limit and len(rows) >= limit:
-                break
+    for lineno, row in jsonl_rows(path):
+        rows.append(record_to_prompt_completion(row, fmt, f"{path}:{lineno}"))
+        if limit and len(rows) >= limit:
+            break
     if not rows:
         raise ValueError(f"{path}: no records")
     return rows

@@ -149,7 +149,7 @@ def test_bad_input_names_the_file_and_line(trained, tmp_path, capsys):
     lines[2] = '{"messages": [{"role": "user", "content": "q"}'
     train_file.write_text("\n".join(lines) + "\n")
     cases = [
-        (["train", f"out_dir={run}"], 1, "train.chat.jsonl:3: not JSON"),
+        (["train", f"out_dir={run}"], 1, "train.chat.jsonl:3: invalid JSON"),
         (["frobnicate"], 2, "unknown command 'frobnicate'"),
         (["compare", f"out_dir={tmp_path / 'untrained'}"], 1, "no model there (train first, or pass --base)"),
         (["train", "train.method=dora"], 2, "train.method"),

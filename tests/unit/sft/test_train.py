@@ -52,7 +52,7 @@ def test_records_from_chat_and_alpaca():
 
 
 @pytest.mark.parametrize("line, message", [
-    ("{not json", "f.jsonl:2: not JSON"),
+    ("{not json", "f.jsonl:2: invalid JSON"),
     ('{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "a"}]}',
      "f.jsonl:2: the last message must be the assistant's reply"),
     ('{"messages": [{"role": "robot", "content": "q"}, {"role": "assistant", "content": "a"}]}',
@@ -225,10 +225,10 @@ def test_merged_model_equals_the_adapter_model(base, tmp_path):
 def test_packing_is_refused_for_a_model_that_lets_packed_samples_attend_to_each_other(base):
     from transformers import AutoModelForCausalLM, GptOssConfig
 
-    from sft.model import check_packing_isolation, packed_rows_are_isolated
+    from sft.model import check_packing_isolation, packing_leak
 
     qwen = AutoModelForCausalLM.from_pretrained(base[1]).eval()
-    assert packed_rows_are_isolated(qwen, 320) < 1e-4  # sdpa Qwen3 derives per-sample masks from position ids
+    assert packing_leak(qwen, 320) < 1e-4  # sdpa Qwen3 derives per-sample masks from position ids
     # gpt-oss (eager: it has no sdpa) builds its masks without position ids: packed samples would leak
     torch.manual_seed(0)
     gpt_oss = AutoModelForCausalLM.from_config(GptOssConfig(
