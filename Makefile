@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 
 demo-sandbox: setup
 	$(PY) -m sandbox demo
@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/rlvr_pipeline.py
 	$(PY) bench/pretrain_throughput.py
 	$(PY) bench/sft_packing.py
+	$(PY) bench/pipeline_learning.py
 
 clean-sandbox:
 	$(PY) -m sandbox gc

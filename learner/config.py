@@ -36,13 +36,17 @@ class RolloutConfig(_Strict):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1)
-    stop: list[str] = ["\n}\n", "\n}"]
+    stop: list[str] = Field(["\n}\n"], description="kept in the completion (the scorer applies each task's own "
+                            "stop tokens and suffix): a top-level closing brace ends a function, EOS anything else")
     max_model_len: int = Field(1024, ge=64)
     cpus_per_engine: float = Field(1.0, gt=0)
     gpus_per_engine: float = Field(0.0, ge=0)
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
     enforce_eager: bool = True
+    strip_prompt: bool = Field(True, description="drop the prompt's trailing whitespace so it ends at a token "
+                               "boundary: BPE merges '\\n' with the next line's indent, and a prompt ending in a bare "
+                               "'\\n' token is one the model rarely saw before code (bigcode-harness does the same)")
 
 
 class RewardWorkersConfig(_Strict):

@@ -135,7 +135,9 @@ class Loop:
     # ---- rollouts: generate + score -------------------------------------------------------------------
     def rollout(self, tasks: list[Task], keys: list, k: int, seeds: list[int]) -> tuple[list[dict], dict]:
         t0 = time.perf_counter()
-        requests = [{"key": key, "prompt": t.prompt, "n": k, "seed": s} for key, t, s in zip(keys, tasks, seeds)]
+        strip = self.cfg.rollout.strip_prompt
+        requests = [{"key": key, "prompt": t.prompt.rstrip() if strip else t.prompt, "n": k, "seed": s}
+                    for key, t, s in zip(keys, tasks, seeds)]
         samples = self.engines.generate(requests)
         t1 = time.perf_counter()
         by_key = dict(zip(keys, tasks))

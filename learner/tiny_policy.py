@@ -2,7 +2,8 @@
 
 Nothing is downloaded. The tokenizer is trained on the embedded tasks' C++ and the model, randomly initialised
 from config, is warmed up with a few hundred next-token steps on the training split's reference solutions, so
-the RLVR demo starts from a policy that sometimes compiles (a random model never does, and GRPO on all-equal
+`configs/rlvr/tiny-cpu.yaml` used on its own (`model.path: tiny`; `make demo` uses the SFT stage's model instead)
+starts from a policy that sometimes compiles (a random model never does, and GRPO on all-equal
 rewards has nothing to learn from). The result is a normal Hugging Face checkpoint that vLLM, PEFT and TRL load;
 it is cached under a key of its recipe, so tests and the demo build it once per machine.
 """

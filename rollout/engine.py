@@ -29,12 +29,14 @@ class RolloutEngine:
     def generate(self, requests: list[dict]) -> list[dict]:
         """requests: {"key": any, "prompt": str, "n": int, "seed": int}. One dict per completion, in order:
         key, index within the group, prompt/completion token ids, sampled-token logprobs, text, truncation,
-        and the policy version that produced it."""
+        and the policy version that produced it. The text keeps the stop string (a function's closing brace):
+        where a completion ends is the scorer's call, per task (its stop tokens and suffix)."""
         from vllm import SamplingParams
 
         r = self.rollout
         params = [SamplingParams(n=q["n"], temperature=r["temperature"], top_p=r["top_p"], max_tokens=r["max_new_tokens"],
-                                 stop=r["stop"], logprobs=0, seed=q["seed"]) for q in requests]
+                                 stop=r["stop"], include_stop_str_in_output=True, logprobs=0, seed=q["seed"])
+                  for q in requests]
         outputs = self.llm.generate([q["prompt"] for q in requests], params, use_tqdm=False)
         samples = []
         for q, out in zip(requests, outputs):

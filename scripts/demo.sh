@@ -1,25 +1,10 @@
 #!/usr/bin/env bash
-# `make demo`: the tiny-cpu RLVR run submitted as a Ray job, exactly as on a cluster. Starts a local Ray head
-# (loopback only, token auth on) if none answers, and leaves the checkpoint, TensorBoard logs and an HTML
-# report under runs/tiny-cpu-<time>/. The last stdout line is the run's JSON summary.
+# `make demo`, the README's main job: the whole pipeline on the embedded default (nothing downloaded):
+# tiny pretrain -> tiny SFT on the embedded tasks -> tiny-cpu RLVR submitted as Ray jobs (one per seed) to a
+# local Ray head started and stopped here -> held-out evaluation of every stage -> runs/demo/report.html.
+# Stages whose outputs exist are reused. Extra arguments are key=value overrides of configs/pipeline/tiny-cpu.yaml,
+# e.g. `make demo ARGS="rlvr.seeds=[0] out_dir=runs/demo-1seed"`. The last stdout line is the JSON summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/.venv/bin:$PATH" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=token
-log() { echo "[demo] $*" >&2; }
-dashboard=${CRUCIBLE_RAY_DASHBOARD:-http://127.0.0.1:8265}
-
-[ -f "$HOME/.ray/auth_token" ] || ray get-auth-token --generate >/dev/null 2>&1
-if ! ray status --address 127.0.0.1:6379 >/dev/null 2>&1; then
-  log "no Ray head on 127.0.0.1:6379; starting one (stop it with: ray stop)"
-  ray start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus="$(nproc)" --include-dashboard=true \
-    --dashboard-host=127.0.0.1 --dashboard-port="${dashboard##*:}" --metrics-export-port=8080 \
-    --disable-usage-stats >&2
-fi
-log "submitting the tiny-cpu RLVR job to $dashboard (metrics: http://127.0.0.1:8080/metrics)"
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-ray job submit --address "$dashboard" --working-dir . -- \
-  python -m learner --config configs/rlvr/tiny-cpu.yaml run.out_dir="$PWD/runs/tiny-cpu-$(date +%Y%m%d-%H%M%S)" "$@" | tee "$out" >&2
-summary=$(grep -E '^\{.*"steps"' "$out" | tail -1)
-[ -n "$summary" ] || { log "the job printed no summary"; exit 1; }
-echo "$summary"
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0  # else Ray rewrites 127.0.0.1 to the machine's external address
+exec .venv/bin/python -m scripts.pipeline --config "${CRUCIBLE_PIPELINE_CONFIG:-configs/pipeline/tiny-cpu.yaml}" "$@"

@@ -122,7 +122,8 @@ def _compare(cfg: SFTConfig, args) -> dict:
             raise FileNotFoundError(f"{path}: no model there (train first, or pass {flag})")
     questions = Path(args.questions) if args.questions else cfg.data_dir / "eval.chat.jsonl"
     return compare(base, tuned, Path(args.out) if args.out else cfg.out_dir / "compare", questions,
-                   args.tasks or None, args.max_new_tokens, args.limit or None, args.backend)
+                   args.tasks or None, args.max_new_tokens, args.limit or None, args.backend,
+                   plain=cfg.model.chat_template == "none")
 
 
 def main(argv: list[str] | None = None) -> int:

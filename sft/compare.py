@@ -2,7 +2,7 @@
 table) and the pass rate of each model on a task file, scored by the rewards evaluator in the sandbox.
 
 Prompts go through each model's chat template (the built-in one for base models that lack it), exactly as
-SFT formatted them; task completions are scored in raw mode (a continuation of the task's prompt)."""
+SFT formatted them, or are given as plain text when SFT ran with `model.chat_template=none`; task completions are scored in raw mode (a continuation of the task's prompt)."""
 
 from __future__ import annotations
 
@@ -62,12 +62,14 @@ def load_model(path: str):
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy answers, one per prompt (user turn through the chat template)."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8,
+             plain: bool = False) -> list[str]:
+    """Greedy answers, one per prompt (user turn through the chat template, or as is when `plain`)."""
     outputs = []
     for i in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                               tokenize=False) for p in prompts[i : i + batch_size]]
+        texts = prompts[i : i + batch_size] if plain else [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts[i : i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -106,16 +108,16 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def compare(base: str, tuned: str, out_dir: Path, questions: Path | None, tasks: str | None,
-            max_new_tokens: int = 128, limit: int | None = None, backend: str = "bwrap") -> dict:
+            max_new_tokens: int = 128, limit: int | None = None, backend: str = "bwrap", plain: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = read_questions(questions, limit) if questions else []
     task_list = load_task_set(tasks, limit) if tasks else []
     answers, summary = {}, {"out_dir": str(out_dir), "questions": len(prompts), "base": base, "tuned": tuned}
     for name, path in (("base", base), ("tuned", tuned)):
         model, tokenizer = load_model(path)
-        answers[name] = generate(model, tokenizer, prompts, max_new_tokens) if prompts else []
+        answers[name] = generate(model, tokenizer, prompts, max_new_tokens, plain=plain) if prompts else []
         if task_list:
-            completions = generate(model, tokenizer, [t.prompt for t in task_list], max_new_tokens)
+            completions = generate(model, tokenizer, [t.prompt for t in task_list], max_new_tokens, plain=plain)
             summary[f"{name}_tasks"] = score_tasks(task_list, completions, backend)
             summary[f"{name}_pass_rate"] = summary[f"{name}_tasks"].get("pass@1")
         del model

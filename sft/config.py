@@ -30,8 +30,10 @@ class ScratchBase(_Strict):
 class SFTModelConfig(_Strict):
     name_or_path: str | None = Field(None, description="HF model id or directory; unset: build `scratch`")
     scratch: ScratchBase = Field(default_factory=ScratchBase)
-    chat_template: Literal["auto", "builtin"] = Field(
-        "auto", description="auto: the tokenizer's own template, the built-in one when it has none")
+    chat_template: Literal["auto", "builtin", "none"] = Field(
+        "auto", description="auto: the tokenizer's own template, the built-in one when it has none; none: no "
+                            "template, the prompt is plain text continued by the completion (code completion, "
+                            "as pretraining and raw-mode rewards see it; needs data_format=alpaca)")
     attn_implementation: str | None = Field(None, description="e.g. flash_attention_2 on GPU; default sdpa")
     gradient_checkpointing: bool = False
 
@@ -97,6 +99,9 @@ class SFTConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "SFTConfig":
+        if self.model.chat_template == "none" and self.data_format == "chat":
+            raise ValueError("model.chat_template=none trains plain prompt -> completion text, which chat rows "
+                             "(several turns) do not have; set data_format=alpaca")
         if self.train.method == "qlora" and self.parallel in ("deepspeed_zero3", "fsdp"):
             raise ValueError(f"train.method=qlora with parallel={self.parallel}: 4-bit weights are not sharded "
                              "here; use parallel=none or deepspeed_zero2")

@@ -35,7 +35,10 @@ _NEVER = ("lm_head", "router", "gate")
 
 
 def ensure_chat_template(tokenizer, mode: str) -> str:
-    """Sets the built-in template when asked to or when the tokenizer has none; returns which one is used."""
+    """Sets the built-in template when asked to or when the tokenizer has none; returns which one is used.
+    "none" leaves the tokenizer as it is: prompts are plain text."""
+    if mode == "none":
+        return "none"
     if mode == "builtin" or not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = BUILTIN_CHAT_TEMPLATE
         return "builtin"

@@ -24,9 +24,10 @@ class AllLabelsMaskedError(ValueError):
     """A batch with no completion token: its loss would be a silent 0 (or NaN)."""
 
 
-def record_to_prompt_completion(row: dict, fmt: str, where: str) -> dict:
+def record_to_prompt_completion(row: dict, fmt: str, where: str, plain: bool = False) -> dict:
     """One JSONL row (chat `messages`, or Alpaca instruction/input/output) -> TRL's conversational
-    prompt-completion form: every turn before the last assistant reply is prompt (masked)."""
+    prompt-completion form: every turn before the last assistant reply is prompt (masked). `plain` (Alpaca
+    only): prompt and completion are plain strings that TRL joins without a template."""
     if fmt == "chat":
         messages = row.get("messages")
         if not isinstance(messages, list) or len(messages) < 2:
@@ -42,16 +43,19 @@ def record_to_prompt_completion(row: dict, fmt: str, where: str) -> dict:
     if missing:
         raise ValueError(f"{where}: Alpaca rows need string {missing}")
     user = row["instruction"] + ("\n\n" + row["input"] if row.get("input") else "")
+    if plain:  # the prompt's trailing whitespace moves to the completion: prompts end at a token boundary,
+        cut = len(user.rstrip())  # as in RLVR and evaluation (rollout.strip_prompt)
+        return {"prompt": user[:cut], "completion": user[cut:] + row["output"]}
     return {"prompt": [{"role": "user", "content": user}],
             "completion": [{"role": "assistant", "content": row["output"]}]}
 
 
-def read_records(path: Path, fmt: str, limit: int | None = None) -> list[dict]:
+def read_records(path: Path, fmt: str, limit: int | None = None, plain: bool = False) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no SFT data (run `python -m sft data` first)")
     rows = []
     for lineno, row in jsonl_rows(path):
-        rows.append(record_to_prompt_completion(row, fmt, f"{path}:{lineno}"))
+        rows.append(record_to_prompt_completion(row, fmt, f"{path}:{lineno}", plain))
         if limit and len(rows) >= limit:
             break
     if not rows:
@@ -61,9 +65,13 @@ def read_records(path: Path, fmt: str, limit: int | None = None) -> list[dict]:
 
 def drop_unlearnable(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """Records whose prompt fills the whole sequence would keep no completion token after truncation."""
-    kept = [r for r in rows
-            if len(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"]) < max_length - 1]
+    def prompt_length(prompt) -> int:
+        if isinstance(prompt, str):  # plain text (model.chat_template=none)
+            return len(tokenizer(prompt)["input_ids"])
+        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+
+    kept = [r for r in rows if prompt_length(r["prompt"]) < max_length - 1]
     return kept, len(rows) - len(kept)
 
 
@@ -188,8 +196,9 @@ def run_training(cfg: SFTConfig, base: str) -> dict:
     from sft.merge import merge_adapter
 
     fmt = cfg.data_format
-    train_rows = read_records(cfg.data_dir / f"train.{fmt}.jsonl", fmt)
-    eval_rows = read_records(cfg.data_dir / f"eval.{fmt}.jsonl", fmt, cfg.eval.max_samples) \
+    plain = cfg.model.chat_template == "none"
+    train_rows = read_records(cfg.data_dir / f"train.{fmt}.jsonl", fmt, plain=plain)
+    eval_rows = read_records(cfg.data_dir / f"eval.{fmt}.jsonl", fmt, cfg.eval.max_samples, plain) \
         if (cfg.data_dir / f"eval.{fmt}.jsonl").stat().st_size else []
     trainer, dropped = build_trainer(cfg, base, train_rows, eval_rows)
     rank0 = trainer.is_world_process_zero()

@@ -107,6 +107,29 @@ def test_labels_mask_exactly_prompt_and_padding_tokens(base):
     assert (batch["labels"][1] != -100).sum() == 2  # "x" and EOS: the shorter row is padded, not learned
 
 
+def test_plain_format_has_no_template_and_ends_the_prompt_at_a_token_boundary(base):
+    root, path = base
+    row = {"instruction": "int add(int a, int b) {\n", "output": "    return a + b;\n}\n"}
+    plain = record_to_prompt_completion(row, "alpaca", "test", plain=True)
+    # the prompt's trailing newline moves to the completion: prompts end where RLVR's stripped prompts end
+    assert plain == {"prompt": "int add(int a, int b) {", "completion": "\n    return a + b;\n}\n"}
+    cfg = tiny_cfg(root, packing=False)
+    cfg.model.chat_template = "none"
+    trainer, _ = build_trainer(cfg, str(path), [plain], [])
+    tok = trainer.processing_class
+    batch = _batch(trainer, 1)
+    prompt_ids = tok(plain["prompt"], add_special_tokens=False)["input_ids"]
+    completion_ids = tok(plain["completion"] + "<|endoftext|>", add_special_tokens=False)["input_ids"]
+    n = len(prompt_ids) + len(completion_ids)
+    assert batch["input_ids"][0][:n].tolist() == prompt_ids + completion_ids  # no "### Instruction:" anywhere
+    assert batch["labels"][0][:n].tolist() == [-100] * len(prompt_ids) + completion_ids
+
+
+def test_plain_format_refuses_chat_rows():
+    with pytest.raises(ValueError, match="chat_template=none.*data_format=alpaca"):
+        SFTConfig.model_validate({"model": {"chat_template": "none"}, "data_format": "chat"})
+
+
 def test_packed_rows_restart_positions_and_mask_each_prompt(base):
     root, path = base
     data = rows(("Add.", "a+b"), ("What does Point hold?", "x y"))

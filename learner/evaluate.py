@@ -1,0 +1,144 @@
+"""Held-out evaluation of one checkpoint: K samples per task from the rollout engine's vLLM sampler (the same
+sampling code, stop strings and seeds as RLVR's rollouts), scored by the rewards scorer in the sandbox.
+Reports unbiased pass@k over tasks, per tier, the mean reward and the verdict mix.
+
+    python -m learner.evaluate --model runs/demo/sft/final --tasks embedded-heldout --samples 8 --out eval.json
+
+The last stdout line is the JSON summary (also written to --out). Every stage of `make demo` is scored with
+this, so the stages are compared on the same tasks, prompts, sampler and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from configs.loader import cli_error
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: str = Field("embedded-heldout", description='"embedded-heldout", "embedded" or a task file')
+    tiers: list[int] | None = Field(None, description="keep only these tiers (embedded tasks)")
+    samples: int = Field(8, ge=1, description="completions per task (pass@1 is their mean pass rate)")
+    temperature: float = Field(1.0, gt=0.0)
+    max_new_tokens: int = Field(96, ge=1)
+    seed: int = 0
+    backend: str = Field("bwrap", pattern="^(bwrap|docker)$", description="sandbox backend")
+    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="the split shared by every stage")
+    dtype: str = Field("float32", pattern="^(float32|bfloat16)$", description="vLLM dtype (bfloat16 on GPUs)")
+    strip_prompt: bool = Field(True, description="as rollout.strip_prompt: prompts end at a token boundary")
+
+
+def load_eval_tasks(cfg: EvalConfig) -> list:
+    from rewards.tasks import is_heldout, load_embedded, load_tasks
+
+    if cfg.tasks in ("embedded", "embedded-heldout"):
+        tasks = load_embedded()
+        if cfg.tasks == "embedded-heldout":
+            tasks = [t for t in tasks if is_heldout(t.task_id, cfg.heldout_fraction)]
+    else:
+        tasks = load_tasks(cfg.tasks)
+    if cfg.tiers is not None:
+        tasks = [t for t in tasks if t.tier in cfg.tiers]
+    if not tasks:
+        raise ValueError(f"tasks: no tasks in {cfg.tasks!r} with tiers {cfg.tiers}")
+    return sorted(tasks, key=lambda t: t.task_id)
+
+
+def summarize_by_tier(tasks: list, scored: list) -> dict:
+    """The rewards evaluator's summary (pass@k, verdicts, reward mean) overall and for each tier."""
+    from rewards.__main__ import summarize
+
+    tier_of = {t.task_id: t.tier for t in tasks}
+    by_tier: dict[str, list] = defaultdict(list)
+    for s in scored:
+        by_tier[f"tier{tier_of[s.task_id]}" if tier_of[s.task_id] is not None else "untiered"].append(s)
+    return {**summarize(scored), "by_tier": {k: summarize(v) for k, v in sorted(by_tier.items())}}
+
+
+def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, max_model_len: int = 1024,
+             samples_out: Path | None = None) -> dict:
+    """pass@k of `model_path` on the configured tasks; the context is capped at the model's own length.
+    `samples_out`: every scored completion as JSONL (task, seed index, verdict, reward, text)."""
+    from learner.config import RolloutConfig
+    from rewards.scorer import Scorer
+    from rollout.engine import RolloutEngine
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    tasks = load_eval_tasks(cfg)
+    positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
+    max_model_len = min(max_model_len, positions or max_model_len)
+    rollout = RolloutConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                            max_model_len=max_model_len, **({"stop": stop} if stop is not None else {}))
+    t0 = time.perf_counter()
+    engine = RolloutEngine(model_path, rollout.model_dump(), cfg.dtype, cfg.seed)
+    # per-task seeds from (seed, task index): every checkpoint sees the same sampling noise
+    requests = [{"key": i, "prompt": t.prompt.rstrip() if cfg.strip_prompt else t.prompt, "n": cfg.samples,
+                 "seed": cfg.seed * 100_003 + i} for i, t in enumerate(tasks)]
+    samples = engine.generate(requests)
+    t1 = time.perf_counter()
+    with SandboxPool(SandboxConfig(backend=cfg.backend, num_workers=os.cpu_count() or 1)) as pool:
+        scored = Scorer(pool, mode="raw").score([(tasks[s["key"]], s["text"]) for s in samples])
+    if samples_out is not None:
+        with open(samples_out, "w") as f:
+            for sample, result in zip(samples, scored):
+                f.write(json.dumps({**result.to_json(), "index": sample["index"], "completion": result.completion,
+                                    "truncated": sample["truncated"]}) + "\n")
+    summary = summarize_by_tier(tasks, scored)
+    summary.update(model=model_path, config=cfg.model_dump(), seconds_generate=round(t1 - t0, 1),
+                   seconds_score=round(time.perf_counter() - t1, 1),
+                   truncated_fraction=round(sum(s["truncated"] for s in samples) / len(samples), 4))
+    return summary
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m learner.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="HF checkpoint directory (config.json + tokenizer)")
+    parser.add_argument("--out", help="also write the summary here (and every completion to <out>.samples.jsonl)")
+    for name, field in EvalConfig.model_fields.items():
+        if name != "tiers":
+            kind = _boolean if isinstance(field.default, bool) else type(field.default)
+            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default, help=field.description)
+    parser.add_argument("--tiers", type=lambda s: [int(x) for x in s.split(",")], default=None, help="e.g. 0,1")
+    args = parser.parse_args(argv)
+    # one process: vLLM's separate engine-core process costs ~20 s of start-up per checkpoint on CPU
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # vLLM logs to stdout, even from its exit handlers: fd 1 goes to stderr, our last line to the real stdout
+    sys.stdout.flush()
+    summary_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    if not (Path(args.model) / "config.json").exists():
+        with contextlib.redirect_stdout(summary_out):
+            return cli_error(f"--model: {args.model} has no config.json (not a Hugging Face checkpoint)", 2)
+    try:
+        cfg = EvalConfig(**{k: getattr(args, k) for k in EvalConfig.model_fields})
+        summary = evaluate(args.model, cfg,
+                           samples_out=Path(args.out).with_suffix(".samples.jsonl") if args.out else None)
+    except ValueError as exc:
+        with contextlib.redirect_stdout(summary_out):
+            return cli_error(str(exc), 2)
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), file=summary_out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""`make demo`, the README's main job: pretrain -> SFT -> RLVR -> held-out evaluation of every stage -> one report.
+
+    python -m scripts.pipeline --config configs/pipeline/tiny-cpu.yaml [key=value ...]
+
+1. pretrain  `python -m pretrain` (torchrun when `pretrain.nproc` > 1) on the embedded C++ corpus
+2. sft       `python -m sft` from the pretrained checkpoint, on the embedded tasks' training split
+3. rlvr      `ray job submit -- python -m learner` from the SFT checkpoint, once per seed, to a Ray cluster
+             (`rlvr.ray_address`) or to a local head this script starts and stops (only its own processes)
+4. eval      `python -m learner.evaluate` on each stage's checkpoint: the same held-out tasks, sampler and seeds
+5. report    `<out_dir>/report.html`: losses, BPB, reward curves, pass@1 per stage, verdict mix, time per stage
+
+Every stage records its command and JSON summary in `<out_dir>/<stage>/stage.json` and is skipped when that
+file says it already ran with the same command (the stage CLIs themselves also reuse their outputs and resume
+from their checkpoints). The last stdout line is one JSON summary: `report`, `pass@1` per stage, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from configs.loader import ConfigError, cli_error, load_config
+from learner.evaluate import EvalConfig
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("pretrain", "sft", "rlvr")
+log = logging.getLogger("crucible.pipeline")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageSpec(_Strict):
+    config: str = Field(description="the stage's YAML preset")
+    overrides: list[str] = Field(default_factory=list, description="key=value overrides for the stage's CLI")
+    nproc: int = Field(1, ge=1, description=">1: launch with torchrun --nproc-per-node (set the preset's parallel)")
+
+
+class RLVRSpec(_Strict):
+    config: str = "configs/rlvr/tiny-cpu.yaml"
+    overrides: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one RLVR run (Ray job) per seed")
+    ray_address: str | None = Field(None, description="dashboard URL of a running cluster (http://head:8265); "
+                                                      "unset: start a local head for the run and stop it after")
+    metrics_port: int | None = Field(None, description="Prometheus port of the local head (default: a free one)")
+
+
+class LearningCheck(_Strict):
+    tiers: list[int] = Field([0], description="the tier(s) where RLVR must beat SFT: the easiest one")
+    metric: Literal["pass@1", "reward_mean"] = Field("pass@1", description="what must rise over SFT's")
+    min_gain: float = Field(0.1, ge=0, description="gain over SFT (in `metric`) that counts as clearly better")
+
+
+class PipelineConfig(_Strict):
+    out_dir: str = "runs/demo"
+    pretrain: StageSpec = StageSpec(config="configs/pretrain/tiny-cpu.yaml")
+    sft: StageSpec = StageSpec(config="configs/sft/tiny-cpu.yaml")
+    rlvr: RLVRSpec = Field(default_factory=RLVRSpec)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    learning: LearningCheck = Field(default_factory=LearningCheck)
+
+
+# ---- running one stage --------------------------------------------------------------------------------------
+def last_json_line(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def set_aside(path: Path) -> None:
+    """Outputs that no longer match what asked for them are moved next to themselves, never deleted."""
+    if path.exists():
+        dest = path.with_name(f"{path.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("%s was built by another command or from an older upstream output; moved to %s", path, dest)
+        path.rename(dest)
+
+
+def run_stage(name: str, cmd: list[str], record: Path, env: dict | None = None, stage_dir: Path | None = None,
+              same=lambda a, b: a == b) -> dict:
+    """Runs `cmd` (stderr passes through: progress bars) unless `record` says this command already ran; returns
+    {"command", "summary", "seconds", "reused"}. A failed command raises with its last output. When the record
+    holds another command, `stage_dir` (the stage's outputs) is set aside first: a stage CLI would otherwise
+    resume from checkpoints made with other settings. Without a record the CLI resumes (an interrupted run)."""
+    if record.exists():
+        done = json.loads(record.read_text())
+        if same(done.get("command"), cmd):
+            log.info("%s: reusing %s", name, record)
+            return {**done, "reused": True}
+        set_aside(stage_dir or record)
+    log.info("%s: %s", name, " ".join(cmd))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # streamed so a long stage shows its own summary lines as they come
+        sys.stderr.write(line)
+        lines.append(line)
+    proc.wait()
+    summary = last_json_line("".join(lines))
+    if proc.returncode != 0 or summary is None or "error" in summary:
+        why = (summary or {}).get("error") or "".join(lines[-20:])
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}): {why}")
+    done = {"command": cmd, "summary": summary, "seconds": round(time.monotonic() - started, 1)}
+    record.write_text(json.dumps(done, indent=1))
+    return {**done, "reused": False}
+
+
+def python_cmd(module: str, nproc: int) -> list[str]:
+    if nproc > 1:
+        return [str(Path(sys.executable).with_name("torchrun")), f"--nproc-per-node={nproc}", "-m", module]
+    return [sys.executable, "-m", module]
+
+
+def eval_cmd(model: str, cfg: EvalConfig, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "learner.evaluate", "--model", model, "--out", str(out)]
+    for key, value in cfg.model_dump().items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return cmd
+
+
+# ---- the pipeline -------------------------------------------------------------------------------------------
+def rlvr_cmd(cfg: PipelineConfig, dashboard: str, sft_checkpoint: str, seed: int, run_dir: Path) -> list[str]:
+    return [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
+            "--working-dir", str(REPO), "--", "python", "-m", "learner", "--config", cfg.rlvr.config,
+            *cfg.rlvr.overrides, f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
+
+
+def same_job(recorded: list[str] | None, cmd: list[str]) -> bool:
+    """The dashboard address changes with every local head; the job after `--` does not."""
+    return bool(recorded) and "--" in recorded and recorded[recorded.index("--"):] == cmd[cmd.index("--"):]
+
+
+def run_rlvr(cfg: PipelineConfig, out: Path, sft_checkpoint: str) -> list[dict]:
+    """One Ray job per seed. Seeds whose record matches the job are reused; a local head is started only when
+    some seed has to run, and stopped (its own processes only) when they have."""
+    from learner.local_head import LocalRayHead
+
+    runs, pending = {}, []
+    for seed in cfg.rlvr.seeds:
+        run_dir = out / "rlvr" / f"seed-{seed}"
+        record = run_dir / "stage.json"
+        if record.exists() and same_job(json.loads(record.read_text())["command"],
+                                        rlvr_cmd(cfg, "", sft_checkpoint, seed, run_dir)):
+            log.info("rlvr seed %d: reusing %s", seed, record)
+            runs[seed] = {**json.loads(record.read_text()), "seed": seed, "reused": True}
+        else:
+            pending.append((seed, run_dir, record))
+    head = None
+    try:
+        if pending and cfg.rlvr.ray_address:
+            dashboard, env = cfg.rlvr.ray_address, dict(os.environ)
+        elif pending:
+            log.info("rlvr: starting a local Ray head (loopback only; stopped when the RLVR runs end)")
+            head = LocalRayHead(metrics_port=cfg.rlvr.metrics_port)
+            dashboard, env = head.dashboard, head.env
+            log.info("rlvr: Ray dashboard %s, Prometheus metrics %s", head.dashboard, head.metrics_url)
+        for seed, run_dir, record in pending:
+            cmd = rlvr_cmd(cfg, dashboard, sft_checkpoint, seed, run_dir)
+            runs[seed] = {**run_stage(f"rlvr seed {seed}", cmd, record, env, run_dir, same_job), "seed": seed}
+    finally:
+        if head is not None:
+            head.stop()
+    return [runs[seed] for seed in cfg.rlvr.seeds]
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    from scripts.pipeline_report import learning_table, write_report
+
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    stages: dict[str, dict] = {}
+    pre = cfg.pretrain
+    stages["pretrain"] = run_stage("pretrain", [*python_cmd("pretrain", pre.nproc), "--config", pre.config,
+                                                f"out_dir={out / 'pretrain'}", *pre.overrides],
+                                   out / "pretrain" / "stage.json", stage_dir=out / "pretrain")
+    pretrained = stages["pretrain"]["summary"]["checkpoint"]
+    if not stages["pretrain"]["reused"]:
+        for downstream in ("sft", "rlvr", "eval"):
+            set_aside(out / downstream)
+    stages["sft"] = run_stage("sft", [*python_cmd("sft", cfg.sft.nproc), "--config", cfg.sft.config,
+                                      f"out_dir={out / 'sft'}", f"model.name_or_path={pretrained}", *cfg.sft.overrides],
+                              out / "sft" / "stage.json", stage_dir=out / "sft")
+    sft_checkpoint = stages["sft"]["summary"]["checkpoint"]
+    if not stages["sft"]["reused"]:
+        for downstream in ("rlvr", "eval"):
+            set_aside(out / downstream)
+    rlvr_runs = run_rlvr(cfg, out, sft_checkpoint)
+    checkpoints = {"pretrain": pretrained, "sft": sft_checkpoint,
+                   **{f"rlvr/seed-{r['seed']}": r["summary"]["checkpoint"] for r in rlvr_runs}}
+    evals = {}
+    for name, path in checkpoints.items():
+        target = out / "eval" / f"{name.replace('/', '-')}.json"
+        if name.startswith("rlvr/") and not next(r for r in rlvr_runs if f"rlvr/seed-{r['seed']}" == name)["reused"]:
+            set_aside(target.with_suffix(".stage.json"))
+        evals[name] = run_stage(f"eval {name}", eval_cmd(path, cfg.eval, target), target.with_suffix(".stage.json"))
+    learning = learning_table(evals, rlvr_runs, cfg.learning.tiers, cfg.learning.min_gain, cfg.learning.metric)
+    seconds = {"pretrain": stages["pretrain"]["seconds"], "sft": stages["sft"]["seconds"],
+               "rlvr": round(sum(r["seconds"] for r in rlvr_runs), 1),
+               "eval": round(sum(e["seconds"] for e in evals.values()), 1)}
+    report = write_report(out / "report.html", cfg, stages, rlvr_runs, evals, learning, seconds)
+    rlvr_pass = [evals[f"rlvr/seed-{r['seed']}"]["summary"].get("pass@1") for r in rlvr_runs]
+    return {"report": str(report),
+            "pass@1": {"pretrain": evals["pretrain"]["summary"].get("pass@1"),
+                       "sft": evals["sft"]["summary"].get("pass@1"),
+                       "rlvr": round(sum(rlvr_pass) / len(rlvr_pass), 4)},
+            "pass@1_rlvr_by_seed": dict(zip((r["seed"] for r in rlvr_runs), rlvr_pass)),
+            "learning": learning, "checkpoints": checkpoints, "seconds": seconds,
+            "seconds_this_run": round(time.monotonic() - started, 1),
+            "reused": [n for n, s in {**stages, **{f"rlvr/seed-{r['seed']}": r for r in rlvr_runs},
+                                      **{f"eval/{k}": v for k, v in evals.items()}}.items() if s.get("reused")]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/pipeline/tiny-cpu.yaml", help="YAML preset")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. rlvr.seeds=[0] out_dir=runs/x")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[pipeline] %(message)s", stream=sys.stderr)
+    try:
+        cfg = load_config(PipelineConfig, args.config, args.overrides)
+    except ConfigError as exc:
+        return cli_error(str(exc), 2, "config error")
+    try:
+        summary = run_pipeline(cfg)
+    except (RuntimeError, ValueError, OSError) as exc:
+        return cli_error(str(exc), 1)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
