@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -45,6 +46,22 @@ class LocalRayHead:
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self._wait_for_job_agent()
+
+    def _wait_for_job_agent(self, timeout: float = 180.0) -> None:
+        """The dashboard answers before its job agent has registered ("No available agent to submit job"):
+        a no-op job that runs to completion says that `ray job submit` will be accepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run([str(VENV_BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", "true"],
+                                  env=self.env, capture_output=True, text=True, timeout=timeout)
+            if proc.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the local Ray head's job agent did not come up in {timeout:.0f} s: "
+                                   f"{proc.stderr[-1000:]}")
+            time.sleep(2)
 
     def processes(self) -> list[psutil.Process]:
         roots = [p for p in psutil.process_iter(["cmdline"]) if self.temp_dir in " ".join(p.info["cmdline"] or [])]

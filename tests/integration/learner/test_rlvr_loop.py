@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from learner.cluster import free_port
 from learner.metrics import read_metrics
 from tests.integration.learner.conftest import REPO, learner_cmd, wait_for
 
@@ -146,7 +147,7 @@ def test_two_node_cluster_with_reward_workers_on_the_second_node(reference, ray_
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1",
-                                                            "include_dashboard": False})
+                                                            "include_dashboard": False, "redis_port": free_port()})
     try:
         cluster.add_node(num_cpus=1, resources={"sandbox": 1}, node_ip_address="127.0.0.1")
         out = tmp_path / "two-node"

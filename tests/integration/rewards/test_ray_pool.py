@@ -27,8 +27,10 @@ pytestmark = pytest.mark.slow
 def cluster():
     backend = "docker" if backend_skip_reason("docker") is None else "bwrap"
     metrics_port = free_port()
+    ray.shutdown()  # never reuse a connection an earlier test left behind
+    # an explicit GCS port: the default one may still be held by a cluster an earlier test shut down
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False, "redis_port": free_port(),
         "metrics_export_port": metrics_port})
     c.add_node(num_cpus=2, resources={"reward": 2}, node_ip_address="127.0.0.1")
     ray.init(address=c.address, _node_ip_address="127.0.0.1")
