@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,9 +45,8 @@ class LocalRayHead:
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        self._wait_for_job_agent()
 
-    def _wait_for_job_agent(self, timeout: float = 180.0) -> None:
+    def wait_for_job_agent(self, timeout: float = 180.0) -> None:
         """The dashboard answers before its job agent has registered ("No available agent to submit job"):
         a no-op job that runs to completion says that `ray job submit` will be accepted."""
         deadline = time.monotonic() + timeout
@@ -81,7 +79,6 @@ class LocalRayHead:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(procs, timeout=30)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayHead":
         return self

@@ -167,6 +167,7 @@ def run_rlvr(cfg: PipelineConfig, out: Path, sft_checkpoint: str) -> list[dict]:
         elif pending:
             log.info("rlvr: starting a local Ray head (loopback only; stopped when the RLVR runs end)")
             head = LocalRayHead(metrics_port=cfg.rlvr.metrics_port)
+            head.wait_for_job_agent()
             dashboard, env = head.dashboard, head.env
             log.info("rlvr: Ray dashboard %s, Prometheus metrics %s", head.dashboard, head.metrics_url)
         for seed, run_dir, record in pending:
