@@ -4,11 +4,17 @@ and a session-end leak check (no sandbox containers or jail processes left behin
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
+# Before anything imports Ray: Ray reads this once, at import, and with it unset on Linux it puts in-process
+# clusters (cluster_utils, ray.init) on the machine's external address instead of 127.0.0.1. Every test that
+# uses Ray relies on it; a conftest deeper in the tree is too late once a module there has imported Ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE_DIR = Path(__file__).with_name("hostile")

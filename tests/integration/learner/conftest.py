@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 
 from learner.local_head import LocalRayHead
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray rewrites 127.0.0.1 to the external IP
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ cluster_utils: separate raylets and object stores on one machine)."""
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.request
 
@@ -13,7 +12,6 @@ from rewards.scorer import canonical_items
 from tests.conftest import backend_skip_reason
 from tests.integration.rewards.test_integrity import ADD, DOUBLED
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # else Ray rewrites 127.0.0.1 to the external IP
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -32,9 +30,10 @@ def cluster():
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False, "redis_port": free_port(),
         "metrics_export_port": metrics_port})
-    c.add_node(num_cpus=2, resources={"reward": 2}, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, _node_ip_address="127.0.0.1")
-    try:
+    try:  # a failed start must not leave this cluster's GCS and raylets running for the rest of the session
+        c.add_node(num_cpus=2, resources={"reward": 2}, node_ip_address="127.0.0.1")
+        assert c.address.startswith("127.0.0.1:"), f"Ray put the test cluster on {c.address}, not on loopback"
+        ray.init(address=c.address, _node_ip_address="127.0.0.1")
         yield {"backend": backend, "metrics_port": metrics_port}
     finally:
         ray.shutdown()
