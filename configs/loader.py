@@ -5,11 +5,13 @@ Errors name the field and the file (or the override) they came from; unknown key
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
+import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,3 +112,25 @@ def load_config(model: type[ModelT], path: str | Path | None = None, overrides: 
             lines.append(f"  {field}: {err['msg']}")
         raise ConfigError(f"{source} (+ {len(overrides)} overrides): invalid {model.__name__}\n"
                           + "\n".join(lines)) from None
+
+
+def config_cli(argv: list[str] | None, *, prog: str, description: str, default_config: str, model: type[ModelT],
+               run: Callable[[ModelT], dict], example: str, failures: tuple[type[Exception], ...],
+               log_format: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> int:
+    """A one-command CLI: `--config preset.yaml key=value ...` -> `run(config)` -> its summary as the last stdout
+    line. A bad config exits 2 and a failure in `failures` exits 1, both through `cli_error`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default=default_config, help="YAML preset")
+    parser.add_argument("overrides", nargs="*", help=f"dotted key=value, e.g. {example}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
+    try:
+        cfg = load_config(model, args.config, args.overrides)
+    except ConfigError as exc:
+        return cli_error(str(exc), 2, "config error")
+    try:
+        summary = run(cfg)
+    except failures as exc:
+        return cli_error(str(exc), 1)
+    print(json.dumps(summary))
+    return 0

@@ -7,33 +7,22 @@ Runs directly (attaching to a running Ray cluster or starting a local one) or un
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import sys
 
-from configs.loader import ConfigError, cli_error, load_config
+from configs.loader import config_cli
 from learner.config import RLVRConfig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/rlvr/tiny-cpu.yaml", help="YAML preset")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. run.steps=3 learner.backend=fsdp2")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        cfg = load_config(RLVRConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        return cli_error(str(exc), 2, "config error")
-    from learner.driver import run
+def run(cfg: RLVRConfig) -> dict:
+    from learner.driver import run as run_grpo  # Ray, vLLM and torch load only once the config is valid
 
-    try:
-        summary = run(cfg)
-    except (ValueError, RuntimeError) as exc:
-        return cli_error(str(exc), 1)
-    print(json.dumps(summary))
-    return 0
+    return run_grpo(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return config_cli(argv, prog="python -m learner", description=__doc__.split("\n")[0],
+                      default_config="configs/rlvr/tiny-cpu.yaml", model=RLVRConfig, run=run,
+                      example="run.steps=3 learner.backend=fsdp2", failures=(ValueError, RuntimeError))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from their checkpoints). The last stdout line is one JSON summary: `report`, `pa
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from configs.loader import ConfigError, cli_error, load_config
+from configs.loader import config_cli
 from learner.evaluate import EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,21 +227,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/pipeline/tiny-cpu.yaml", help="YAML preset")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. rlvr.seeds=[0] out_dir=runs/x")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[pipeline] %(message)s", stream=sys.stderr)
-    try:
-        cfg = load_config(PipelineConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        return cli_error(str(exc), 2, "config error")
-    try:
-        summary = run_pipeline(cfg)
-    except (RuntimeError, ValueError, OSError) as exc:
-        return cli_error(str(exc), 1)
-    print(json.dumps(summary))
-    return 0
+    return config_cli(argv, prog="python -m scripts.pipeline", description=__doc__.split("\n")[0],
+                      default_config="configs/pipeline/tiny-cpu.yaml", model=PipelineConfig, run=run_pipeline,
+                      example="rlvr.seeds=[0] out_dir=runs/x", failures=(RuntimeError, ValueError, OSError),
+                      log_format="[pipeline] %(message)s")
 
 
 if __name__ == "__main__":
