@@ -11,7 +11,6 @@ import pytest
 from learner.local_head import LocalRayHead
 
 
-
 @pytest.fixture(scope="session")
 def tiny_policy() -> str:
     from learner.tiny_policy import build_tiny_policy

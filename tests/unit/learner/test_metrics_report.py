@@ -3,8 +3,7 @@ files are read back with their own readers and the gauge is scraped from Ray's m
 
 import os
 
-# before anything imports ray: export metrics every second rather than
-# every 10 s so the gauge test is quick
+# before anything imports ray: export metrics every second rather than every 10 s so the gauge test is quick
 os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 
 import json  # noqa: E402
