@@ -1,7 +1,9 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the full suite). Both set up first.
 PY := .venv/bin/python
+# The GPU check runs where the GPU is: that machine has its own torch and no .venv (see scripts/gpu_check.py).
+GPU_PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 
-.PHONY: setup demo demo-sandbox test test-fast bench clean-sandbox
+.PHONY: setup demo demo-sandbox test test-fast bench clean-sandbox gpu-check gpu-check-prepare
 
 setup:
 	bash scripts/setup.sh
@@ -30,3 +32,13 @@ bench: setup
 
 clean-sandbox:
 	$(PY) -m sandbox gc
+
+# On the CPU machine: wheels the GPU machine lacks, the 0.5B preset's tokenizer and shards, the SFT data.
+gpu-check-prepare: setup
+	$(PY) -m scripts.gpu_check prepare
+
+# On a CUDA machine, one call, under 8 minutes on an H200; every stage appends a JSON line to GPU_CHECK_OUT.
+# Without CUDA every GPU stage reports "skipped: no CUDA" and it exits 0 (CI dry-runs it).
+GPU_CHECK_OUT ?= runs/gpu-check/results.jsonl
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m scripts.gpu_check run --install-wheels --out $(GPU_CHECK_OUT)

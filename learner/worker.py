@@ -38,7 +38,13 @@ class LearnerWorker:
             dist.init_process_group(pg, rank=rank, world_size=world_size)
         self.device = torch.device("cuda" if learner["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu")
         m = cfg["model"]
-        model = load_policy(model_path, m["dtype"], m["lora_rank"], m["lora_alpha"], m["lora_targets"]).to(self.device)
+        # model.dtype is the COMPUTE dtype. Trained weights stay fp32 (the optimizer's master copy) and bf16 comes
+        # from autocast (local) or FSDP2's MixedPrecisionPolicy: at the GPU recipe's LR of 5e-7 an AdamW update
+        # is ~1e-3 of a bf16 ulp for typical weights, so bf16-stored weights would not move at all. DeepSpeed's
+        # bf16 mode keeps its own fp32 masters.
+        self.bf16 = m["dtype"] == "bfloat16"
+        load_dtype = policy_load_dtype(m["dtype"], self.backend)
+        model = load_policy(model_path, load_dtype, m["lora_rank"], m["lora_alpha"], m["lora_targets"]).to(self.device)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.ref = None
@@ -60,11 +66,13 @@ class LearnerWorker:
             self.forward_module = self.engine  # engine.forward advances ZeRO-3's micro-step (accumulate, not copy)
         else:
             if self.backend == "fsdp2":
-                from torch.distributed.fsdp import fully_shard
+                from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+                mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if self.bf16 \
+                    else MixedPrecisionPolicy()
                 for layer in _decoder_layers(model):
-                    fully_shard(layer)
-                fully_shard(model)
+                    fully_shard(layer, mp_policy=mp)
+                fully_shard(model, mp_policy=mp)
             self.model = self.forward_module = model
             self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo["lr"],
                                          weight_decay=algo["weight_decay"])
@@ -122,14 +130,21 @@ class LearnerWorker:
         return [{"prompt_ids": [self.pad_id], "completion_ids": [self.pad_id], "rollout_logprobs": [0.0],
                  "advantage": 0.0}]
 
+    def _autocast(self):
+        """bf16 compute over fp32 weights on the local backend (FSDP2 and DeepSpeed cast themselves)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.bf16 and self.backend == "local")
+
     def _logprobs(self, mb: dict, with_entropy: bool = False):
-        return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
+        with self._autocast():
+            return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
-        if self.ref is not None:
-            return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
-        with self.model.disable_adapter():
-            return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
+        with self._autocast():
+            if self.ref is not None:
+                return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
+            with self.model.disable_adapter():
+                return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.backend == "deepspeed":
@@ -169,7 +184,7 @@ class LearnerWorker:
         """Learner's logprobs of a fixed sequence (compared with vLLM's after every sync). Collective."""
         self.model.eval()
         ids = torch.tensor([token_ids], device=self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             lp, _ = token_logprobs(self.model, ids, torch.ones_like(ids))
         return lp[0].tolist()
 
@@ -214,6 +229,14 @@ class LearnerWorker:
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def policy_load_dtype(compute_dtype: str, backend: str) -> str:
+    """The dtype the trained weights are stored in: fp32 masters whenever the compute dtype is bf16, except under
+    DeepSpeed, whose bf16 engine converts the module and keeps fp32 master partitions itself."""
+    if compute_dtype == "bfloat16" and backend != "deepspeed":
+        return "float32"
+    return compute_dtype
 
 
 def _decoder_layers(model) -> list[torch.nn.Module]:

@@ -1,11 +1,19 @@
 """Step checkpoints for exact resume: model + optimizer through torch.distributed.checkpoint (sharded under
 FSDP2, plain otherwise), plus each rank's loader/RNG state. Written to `step-N.partial` and renamed when every
-rank has finished, so a directory named `step-N` is always complete; the newest `keep` are kept."""
+rank has finished, so a directory named `step-N` is always complete.
+
+Each checkpoint carries a `meta.json` ({"step", "loss", "suspect"}) written before the rename. One taken
+because of a loss spike is `suspect` and never counts as good; one of a non-finite loss is refused outright.
+Rotation keeps the newest `keep` checkpoints plus, always, the newest good one (`last_good`), so a run of
+spike saves cannot rotate every good checkpoint out. Directories written before meta.json count as good."""
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,17 +46,67 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+META = "meta.json"
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("-")[1])
+
+
 def step_dirs(root: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not root.exists():
         return []
     return sorted((p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".partial")),
-                  key=lambda p: int(p.name.split("-")[1]))
+                  key=_step_of)
 
 
-def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine=None) -> Path:
+def read_meta(path: Path) -> dict:
+    """{"step", "loss", "suspect"} of a checkpoint dir; one without meta.json (older code) is good, loss
+    unknown."""
+    meta_path = path / META
+    if not meta_path.exists():
+        return {"step": _step_of(path), "loss": None, "suspect": False}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{meta_path}: unreadable checkpoint metadata ({e})") from e
+    return {"step": int(meta.get("step", _step_of(path))), "loss": meta.get("loss"),
+            "suspect": bool(meta.get("suspect", False))}
+
+
+def rotation(records: Iterable[tuple[int, bool]], keep: int) -> set[int]:
+    """Steps to delete, given (step, suspect) for every complete checkpoint: all but the newest `keep`, except
+    that the newest non-suspect one is always kept (pinned), however old."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    records = sorted(records)
+    kept = {step for step, _ in records[-keep:]}
+    good = [step for step, suspect in records if not suspect]
+    if good:
+        kept.add(good[-1])
+    return {step for step, _ in records} - kept
+
+
+def last_good(root: Path) -> Path | None:
+    """The newest complete checkpoint that is not suspect, or None."""
+    for path in reversed(step_dirs(root)):
+        if not read_meta(path)["suspect"]:
+            return path
+    return None
+
+
+def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine=None, *,
+         loss: float | None = None, suspect: bool = False) -> Path:
     """Every rank calls this. `extra` is this rank's own state (loader position, RNG, counters). With a
-    DeepSpeed `engine`, model and optimizer go through its own (ZeRO-partitioned) checkpoint format."""
+    DeepSpeed `engine`, model and optimizer go through its own (ZeRO-partitioned) checkpoint format.
+    `loss` (the step's loss, same on every rank) is recorded; a non-finite one raises ValueError before
+    anything is written. `suspect=True` marks a checkpoint taken because of a loss spike: it is rotated like
+    any other but never counts as good, and the newest good checkpoint is never rotated out."""
+    if loss is not None and not math.isfinite(loss):
+        raise ValueError(f"refusing to checkpoint step {step}: loss is {loss} (non-finite)")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
     final = root / f"step-{step:07d}"
     tmp = final.with_name(final.name + ".partial")
     if _rank() == 0:
@@ -61,12 +119,16 @@ def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine
         state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
         dcp.save(state, checkpoint_id=str(tmp))
     torch.save({**extra, "rng": rng_state()}, tmp / f"extra-rank{_rank()}.pt")
+    if _rank() == 0:
+        (tmp / META).write_text(json.dumps(
+            {"step": step, "loss": None if loss is None else float(loss), "suspect": bool(suspect)}))
     _barrier()
     if _rank() == 0:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        for old in step_dirs(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        dirs = {_step_of(p): p for p in step_dirs(root)}
+        for old in rotation(((n, read_meta(p)["suspect"]) for n, p in dirs.items()), keep):
+            shutil.rmtree(dirs[old], ignore_errors=True)
     _barrier()
     return final
 

@@ -39,6 +39,14 @@ class TrainConfig(_Strict):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16 on GPU: FSDP2 mixed precision")
     activation_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile each decoder layer")
+    loss_chunk_tokens: int = Field(0, ge=0, description="cross-entropy over this many tokens at a time inside the "
+                                   "output head (full-vocabulary logits never materialised for the whole batch); "
+                                   "0 = plain logits")
+    deterministic: bool = Field(False, description="deterministic kernels (torch.use_deterministic_algorithms, "
+                                "cuBLAS workspace): bit-exact reruns and resumes on GPU, at some speed; use an "
+                                "attention implementation with a deterministic backward (eager) for bit-exactness")
+    isolation_probe: bool = Field(True, description="before the first step, check on a real batch that packed "
+                                  "documents do not attend to each other (pretrain.isolation); refuse to train if so")
     seed: int = 0
     log_every: int = Field(1, ge=1)
     peak_tflops: float | None = Field(
@@ -60,6 +68,7 @@ class CheckpointConfig(_Strict):
     every: int = Field(50, ge=1)
     keep: int = Field(3, ge=1, description="keep the newest N step checkpoints")
     resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
+    at_end: bool = Field(True, description="also checkpoint the last step (the final HF export is always written)")
 
 
 class AlertConfig(_Strict):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from pretrain.fim import FimSpecials, fim_sequence
 
@@ -26,25 +25,29 @@ def bits_per_byte(loss_nats_sum: float, target_bytes: int) -> float:
 
 
 @torch.no_grad()
-def validation_bpb(model, loader, num_windows: int, token_bytes: torch.Tensor, model_inputs) -> dict[str, float]:
+def validation_bpb(model, loader, num_windows: int, token_bytes: torch.Tensor, model_inputs, forward=None,
+                   device: torch.device | str = "cpu") -> dict[str, float]:
     """`loader` yields plain (no FIM) validation windows for this rank; `num_windows` is this rank's share;
-    `model_inputs(batch)` makes the forward's keyword arguments (device placement, packed masks)."""
+    `model_inputs(batch)` makes the forward's keyword arguments (device placement, packed masks); `forward` is
+    what runs them (the model, or a DeepSpeed engine). The caller holds the training autocast. Sums are
+    accumulated on `device`, the one the process group's collectives run on."""
+    from pretrain.loss import token_losses
+
     model.eval()
-    nats = torch.zeros((), dtype=torch.float64)
-    num_bytes = torch.zeros((), dtype=torch.int64)
-    tokens = torch.zeros((), dtype=torch.int64)
+    token_bytes = token_bytes.to(device)
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    num_bytes = torch.zeros((), dtype=torch.int64, device=device)
+    tokens = torch.zeros((), dtype=torch.int64, device=device)
     done = 0
     while done < num_windows:
         batch = loader.next_batch()
-        labels = batch["labels"]
-        logits = model(**model_inputs(batch)).logits
-        losses = F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100,
-                                 reduction="none").cpu()
-        mask = labels.flatten() != -100
+        labels = batch["labels"].to(device).flatten()
+        losses = token_losses(model, forward or model, model_inputs(batch), labels)
+        mask = labels != -100
         nats += losses[mask].double().sum()
-        num_bytes += token_bytes[labels.flatten()[mask]].sum()
+        num_bytes += token_bytes[labels[mask]].sum()
         tokens += mask.sum()
-        done += len(labels)
+        done += len(batch["labels"])
     if dist.is_initialized():
         for t in (nats, num_bytes, tokens):
             dist.all_reduce(t)

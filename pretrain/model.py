@@ -9,7 +9,6 @@ YaRN (Peng et al. 2023) is written into the HF config's `rope_parameters` so eve
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Literal
 
 import torch
@@ -58,7 +57,11 @@ class ModelConfig(BaseModel):
     tie_embeddings: bool = False
     sliding_window: int = Field(128, ge=1, description="sinks arch: window of its sliding-attention layers")
     moe: MoeConfig | None = None
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"] | None = \
+        Field(None, description="how packed documents are kept apart, chosen per preset and never by what happens "
+              "to be installed: sdpa (a block-diagonal mask from the restarting position ids; materialises T x T), "
+              "flex_attention (a sparse block-causal document mask), flash_attention_2/3 (varlen over cu_seqlens "
+              "computed per batch), eager. Default: sdpa (eager for the sinks arch)")
     init_std: float = Field(0.02, gt=0)
 
     @model_validator(mode="after")
@@ -71,12 +74,48 @@ class ModelConfig(BaseModel):
 
 
 def attn_implementation(cfg: ModelConfig) -> str:
-    """flash-attn (varlen for packed documents) when installed on a GPU, else SDPA; gpt-oss sinks need eager/FA."""
-    if cfg.attn_implementation != "auto":
+    """The configured attention implementation. Not "whatever is importable": flash-attn being installed used to
+    switch a preset to a path that mixed packed documents; every path is now document-isolating by construction
+    (`packed_model_inputs`) and checked at run time by `pretrain.isolation`."""
+    if cfg.attn_implementation is not None:
         return cfg.attn_implementation
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
     return "eager" if cfg.arch == "sinks" else "sdpa"
+
+
+FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+
+
+def cu_seqlens(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Document boundaries of a packed batch [B, T] flattened to one row of B*T tokens: the int32 cumulative
+    lengths flash-attn's varlen kernels take, and the longest document. Every window starts a document (the
+    packer restarts positions at each window's first token), and so does every position id 0."""
+    flat = position_ids.reshape(-1)
+    starts = (flat == 0).nonzero().flatten()
+    if starts.numel() == 0 or int(starts[0]) != 0:
+        raise ValueError("packed batch: every window must start a document (position id 0 at its first token)")
+    ends = torch.cat([starts[1:], torch.tensor([flat.numel()], device=flat.device)])
+    cu = torch.cat([torch.zeros(1, dtype=torch.int32, device=flat.device), ends.to(torch.int32)])
+    return cu, int((ends - starts).max())
+
+
+def packed_model_inputs(model, input_ids: torch.Tensor, position_ids: torch.Tensor) -> dict:
+    """Forward kwargs that keep attention inside each packed document, for every attention implementation:
+
+    - flash_attention_2/3: the micro-batch is flattened to one row and the document boundaries are passed as
+      `cu_seq_lens_q/k` (transformers derives them from position ids only for a batch of one, so windows of a
+      micro-batch > 1 would otherwise attend across rows' documents);
+    - gpt-oss (sinks) without flash: explicit per-layer-type masks (its HF code ignores position ids);
+    - sdpa / eager / flex_attention on Qwen3, Llama, GLM-4-MoE: transformers builds the document mask from the
+      restarting position ids itself (a block-causal BlockMask for flex, a dense T x T mask for sdpa/eager).
+    Logits come back [1, B*T, V] on the flash path; callers flatten tokens, so the order matches labels."""
+    impl = model.config._attn_implementation
+    if impl in FLASH_IMPLEMENTATIONS:
+        cu, longest = cu_seqlens(position_ids)
+        return {"input_ids": input_ids.reshape(1, -1), "position_ids": position_ids.reshape(1, -1),
+                "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    inputs = {"input_ids": input_ids, "position_ids": position_ids}
+    masks = packed_attention_masks(model, position_ids)
+    return inputs if masks is None else {**inputs, "attention_mask": masks}
 
 
 def packed_attention_masks(model, position_ids: torch.Tensor) -> dict | None:
@@ -84,7 +123,7 @@ def packed_attention_masks(model, position_ids: torch.Tensor) -> dict | None:
     code does not derive them from restarting position ids (gpt-oss builds its masks without position_ids;
     Qwen3/Llama/GLM-MoE do it themselves, and flash-attn varlen needs no mask). None when not needed."""
     config = model.config
-    if config.model_type != "gpt_oss" or config._attn_implementation == "flash_attention_2":
+    if config.model_type != "gpt_oss" or config._attn_implementation in FLASH_IMPLEMENTATIONS:
         return None
     doc = (position_ids == 0).cumsum(-1)  # [B, T]: document index of each position
     q = torch.arange(position_ids.shape[-1], device=position_ids.device)
@@ -133,9 +172,13 @@ def build_model(cfg: ModelConfig, vocab_size: int, eos_id: int, dtype: torch.dty
     return model
 
 
-def load_pretrained(path: str, long_context: ModelConfig | None = None, dtype: torch.dtype = torch.float32):
+def load_pretrained(path: str, long_context: ModelConfig | None = None, dtype: torch.dtype = torch.float32,
+                    attn_implementation: str | None = None, device: torch.device | str | None = None):
     """An existing HF checkpoint (continued pretraining). With `long_context.yarn` set, YaRN scaling and the
-    longer context are written into its config, so the saved model carries them into vLLM/PEFT/TRL."""
+    longer context are written into its config, so the saved model carries them into vLLM/PEFT/TRL.
+    `dtype` is the dtype the weights are materialised in (bf16 for a frozen LoRA base: a 32B base is 64 GB
+    instead of 128 GB); `device` streams the safetensors shards straight onto that device (transformers loads
+    on the meta device first, so no full host copy per rank)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(path)
@@ -145,7 +188,10 @@ def load_pretrained(path: str, long_context: ModelConfig | None = None, dtype: t
                                   "original_max_position_embeddings":
                                       long_context.yarn.original_max_position_embeddings}
         config.max_position_embeddings = long_context.context
-    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if device is not None:
+        kwargs["device_map"] = {"": torch.device(device)}
+    return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **kwargs)
 
 
 def num_params(model, active: bool = True) -> dict[str, int]:
@@ -163,12 +209,30 @@ def num_params(model, active: bool = True) -> dict[str, int]:
             "active_non_embedding": int(total - emb - experts + (active_experts if active else experts))}
 
 
-def flops_per_token(model, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x active non-embedding params + attention (PaLM appendix B: 12 * L * H * T)."""
+def training_flops_per_token(active_non_embedding: int, vocab: int, hidden: int, layers: int, heads: int,
+                             head_dim: int, seq_len: int) -> int:
+    """Training (forward + backward) FLOPs per token: 6 x (active non-embedding params + vocab x hidden)
+    + 12 x layers x heads x head_dim x seq_len.
+
+    The output head (vocab x hidden) is one matmul per token whether or not its weight is tied to the input
+    embedding, so it is counted once; the input embedding is a lookup and is not (torchtitan
+    `get_num_flop_per_token`, nanochat `estimate_flops`). The attention term is the PaLM (appendix B) /
+    torchtitan convention: QK^T and AV over the full seq_len, not the ~seq_len/2 a causal mask actually needs,
+    so MFU stays comparable with those reports."""
+    matmul_params = active_non_embedding + vocab * hidden
+    return 6 * matmul_params + 12 * layers * heads * head_dim * seq_len
+
+
+def flops_per_token(model, seq_len: int) -> int:
+    """`training_flops_per_token` of a built model. `num_params`' active_non_embedding already leaves out both
+    the input embedding and an untied output head (and counts only the routed experts a token runs), so the
+    head is added back here exactly once, tied or not."""
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    attn = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * seq_len
-    return 6 * num_params(model)["active_non_embedding"] + attn
+    out = model.get_output_embeddings()
+    vocab, hidden = out.weight.shape if out is not None else (cfg.vocab_size, cfg.hidden_size)
+    return training_flops_per_token(num_params(model)["active_non_embedding"], vocab, hidden,
+                                    cfg.num_hidden_layers, cfg.num_attention_heads, head_dim, seq_len)
 
 
 class MoeBalancer:
@@ -179,7 +243,10 @@ class MoeBalancer:
     def __init__(self, model, rate: float) -> None:
         self.rate = rate
         self.routers = [m for m in model.modules() if hasattr(m, "e_score_correction_bias")]
-        self.loads = {id(r): torch.zeros(r.e_score_correction_bias.numel()) for r in self.routers}
+        # Counters live on the routers' device: NCCL all-reduces only device tensors, and a .cpu() per router
+        # per micro-batch would also synchronise the GPU every layer.
+        self.loads = {id(r): torch.zeros(r.e_score_correction_bias.numel(), device=r.e_score_correction_bias.device)
+                      for r in self.routers}
         self._hooks = [r.register_forward_hook(self._count) for r in self.routers]
 
     def _count(self, module, inputs, output) -> None:
@@ -188,20 +255,23 @@ class MoeBalancer:
             return
         topk_indices = output[2]
         n = module.e_score_correction_bias.numel()
-        self.loads[id(module)] += torch.bincount(topk_indices.flatten().cpu(), minlength=n).float()
+        load = self.loads[id(module)]
+        load += torch.bincount(topk_indices.flatten().to(load.device), minlength=n).to(load.dtype)
 
-    def step(self) -> dict[str, float]:
-        """Apply the bias update; returns the max/mean load imbalance seen this step (1.0 = balanced)."""
+    def step(self, apply: bool = True) -> dict[str, float]:
+        """Apply the bias update (not when `apply` is False: a skipped optimizer step); returns the max/mean load
+        imbalance seen this step (1.0 = balanced). Collective: every rank calls it with the same `apply`."""
         if not self.routers:
             return {}
         loads = torch.stack([self.loads[id(r)] for r in self.routers])
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(loads)
         imbalance = (loads.max(dim=1).values / loads.mean(dim=1).clamp_min(1e-9)).mean().item()
-        with torch.no_grad():
-            for router, load in zip(self.routers, loads):
-                bias = router.e_score_correction_bias
-                bias += (self.rate * torch.sign(load.mean() - load)).to(bias.device, bias.dtype)
+        if apply:
+            with torch.no_grad():
+                for router, load in zip(self.routers, loads):
+                    bias = router.e_score_correction_bias
+                    bias += (self.rate * torch.sign(load.mean() - load)).to(bias.device, bias.dtype)
         for r in self.routers:
             self.loads[id(r)].zero_()
         return {"moe/load_imbalance": imbalance}

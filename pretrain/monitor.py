@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from collections import deque
@@ -13,24 +14,75 @@ from pathlib import Path
 
 import torch
 
-# Dense bf16 peak FLOP/s of common training GPUs (vendor datasheets, without sparsity).
-GPU_PEAK_TFLOPS = {"H200": 989.5, "H100": 989.5, "H800": 989.5, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
-                   "A10G": 125.0, "L4": 121.0, "RTX 4090": 165.2, "B200": 2250.0, "GB200": 2500.0}
+# Dense bf16 Tensor Core peak TFLOP/s of one GPU without sparsity (half a datasheet's "with sparsity" figure).
+# Ordered most specific first and matched as whole words, because plain substrings collide: "GB200" contains
+# "B200", "GH200" contains "H200", "L40S"/"L40" contain "L4", "A100" contains "A10", and the H100/H200 NVL
+# and PCIe cards are slower than the SXM parts whose names they extend. torch reports e.g.
+# "NVIDIA H100 80GB HBM3" for an H100 SXM, "NVIDIA A100-SXM4-80GB", "NVIDIA GH200 480GB". Sources:
+#   Hopper: NVIDIA H100 Tensor Core GPU Architecture whitepaper (SXM5 989.4 / 1978.9, PCIe 756 / 1513) and
+#     the H100 datasheet (NVL 1,671 sparse); H200 datasheet (SXM 1,979, NVL 1,671 sparse); GH200 datasheet
+#     (1,979 sparse).
+#   Blackwell: HGX B200 datasheet (4.5 PFLOPS sparse per GPU); GB200 NVL72 datasheet (360 PFLOPS sparse
+#     over 72 GPUs).
+#   Ada: L40S datasheet (362.05 / 733), L40 datasheet (181.05 / 362.1), L4 datasheet (242 sparse);
+#     Ada Lovelace architecture whitepaper, RTX 4090 (165.2 with FP32 accumulate).
+#   Ampere: A100 datasheet (312 / 624; A800 is the same die); A10 datasheet (125 / 250). The A10G is AWS's
+#     A10 variant with no public NVIDIA datasheet: 125 is the A10 figure; set train.peak_tflops to override.
+GPU_PEAK_TFLOPS: tuple[tuple[str, float, str], ...] = (
+    (r"\bGB200\b", 2500.0, "GB200"),
+    (r"\bB200\b", 2250.0, "B200"),
+    (r"\bGH200\b", 989.4, "GH200"),
+    (r"\bH200\b.*\bNVL\b", 835.5, "H200 NVL"),
+    (r"\bH200\b", 989.4, "H200 SXM"),
+    (r"\bH100\b.*\bNVL\b", 835.5, "H100 NVL"),
+    (r"\bH100\b.*\bPCIe\b", 756.0, "H100 PCIe"),
+    (r"\bH100\b", 989.4, "H100 SXM"),
+    (r"\bH800\b", 989.4, "H800 SXM"),
+    (r"\bL40S\b", 362.05, "L40S"),
+    (r"\bL40\b", 181.05, "L40"),
+    (r"\bL4\b", 121.0, "L4"),
+    (r"\bRTX 4090\b", 165.2, "RTX 4090"),
+    (r"\bA100\b", 312.0, "A100"),
+    (r"\bA800\b", 312.0, "A800"),
+    (r"\bA10G\b", 125.0, "A10G"),
+    (r"\bA10\b", 125.0, "A10"),
+)
 CPU_TFLOPS_PER_CORE = 0.1  # a rough fp32 AVX2/AVX-512 figure; MFU on CPU is indicative only
 
 
+def gpu_peak_tflops(name: str) -> tuple[float, str] | None:
+    """(dense bf16 peak TFLOP/s, which GPU it was read as) for a torch device name, or None when the GPU is
+    not in the table. The first pattern that matches wins, so a product is never read as one whose name it
+    contains (GB200 as B200, L40S as L4, H100 NVL as H100 SXM)."""
+    for pattern, tflops, label in GPU_PEAK_TFLOPS:
+        if re.search(pattern, name, flags=re.IGNORECASE):
+            return tflops, label
+    return None
+
+
 def device_peak_tflops(configured: float | None) -> tuple[float, str]:
-    """(peak TFLOP/s of one device, where the number came from)."""
+    """(peak TFLOP/s of one device, where the number came from). Unknown GPUs give 0.0 (MFU then reads 0)
+    rather than a guess."""
     if configured:
         return configured, "config"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
-        for key, tflops in GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return tflops, name
-        return 0.0, f"{name} (unknown peak: set train.peak_tflops)"
+        found = gpu_peak_tflops(name)
+        if found is None:
+            return 0.0, f"{name} (unknown peak: set train.peak_tflops)"
+        tflops, label = found
+        return tflops, f"{name} (read as {label}: dense bf16 datasheet peak)"
     cores = len(os.sched_getaffinity(0))
     return CPU_TFLOPS_PER_CORE * cores, f"cpu x{cores} (assumed {CPU_TFLOPS_PER_CORE} TFLOP/s per core)"
+
+
+def mfu(flops_per_token: float, tokens_per_s_per_device: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation: the model FLOP/s one device achieves over that device's peak. It takes one
+    device's tokens/s (global tokens/s / world size), so the same formula holds at any scale; 0.0 when the
+    peak is unknown (0), so an unlisted GPU reads as "no MFU" rather than an inflated one."""
+    if peak_tflops <= 0:
+        return 0.0
+    return flops_per_token * tokens_per_s_per_device / (peak_tflops * 1e12)
 
 
 def peak_memory_gib() -> float:

@@ -37,15 +37,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-__all__ = ["OptimConfig", "MuonAdamW", "GROUPS", "classify_params", "build_optimizer", "clip_grad_norm",
-           "zeropower_via_newtonschulz", "NS_COEFFICIENTS"]
+__all__ = ["OptimConfig", "MuonAdamW", "GROUPS", "WIDTH_SCALED_GROUPS", "classify_params", "build_optimizer",
+           "width_lr_scale", "clip_grad_norm", "zeropower_via_newtonschulz", "NS_COEFFICIENTS"]
 
 # Keller Jordan's quintic: maximal slope at 0; singular values end up in ~0.7..1.2, not exactly 1
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7  # as torch.optim.Muon
-GROUPS = ("matrix", "embedding", "unembedding", "scalar")
+GROUPS = ("matrix", "embedding", "unembedding", "norm", "scalar")
 # MoE router modules: DeepseekV3 / Glm4Moe / Qwen3Moe / Mixtral `mlp.gate`, gpt-oss `mlp.router`
 _ROUTER_MODULE_NAMES = {"gate", "router"}
+# nanochat's reference width for its AdamW lrs: lr * (hidden_size / 768) ** -0.5
+WIDTH_REFERENCE = 768
+# the AdamW groups whose lr adamw_width_scaling scales; "matrix" is not scaled (nanochat does not scale Muon's
+# lr: its orthogonalised update has a fixed spectral scale whatever the width)
+WIDTH_SCALED_GROUPS = ("embedding", "unembedding", "norm", "scalar")
 
 
 class OptimConfig(BaseModel):
@@ -59,7 +64,21 @@ class OptimConfig(BaseModel):
     lr_matrix: float = Field(0.015, gt=0, description="Muon lr for hidden matrices (before the shape factor)")
     lr_embedding: float = Field(0.2, gt=0, description="AdamW lr for the input embedding")
     lr_unembedding: float = Field(0.003, gt=0, description="AdamW lr for the output head (if not tied)")
-    lr_scalar: float = Field(0.4, gt=0, description="AdamW lr for norms, biases, sinks, MoE routers")
+    lr_norm: float = Field(
+        3e-3, gt=0, description="AdamW lr for norm gains (RMSNorm/LayerNorm incl. q_norm/k_norm) and MoE "
+        "routers. These are O(1) multiplicative gains on every activation that passes through them, and "
+        "routing logits: an AdamW step moves each element by ~lr whatever the gradient's size (the first "
+        "step by exactly lr * sign(g)), so at lr 0.4 one step changes a gain initialised at 1 by 40% "
+        "(q_norm x k_norm scale attention logits by ~1.4^2 = 2x), three flip its sign, and a router's "
+        "expert choice can flip in one step. Llama/OLMo-style runs train norms at the base AdamW lr, "
+        "~1e-3..3e-3, with no weight decay (none here either); 3e-3 is the top of that range. nanochat's "
+        "0.4 scalar lr was for residual mixing scalars in a model without learnable norms")
+    lr_scalar: float = Field(0.4, gt=0, description="AdamW lr for the remaining < 2-D params: biases, "
+                             "attention sinks, other true scalars (not norms or routers: lr_norm)")
+    adamw_width_scaling: bool = Field(
+        False, description="multiply the AdamW lrs of the embedding/unembedding/norm/scalar groups by "
+        "(hidden_size / 768) ** -0.5, as nanochat does for its embedding/unembedding lrs, so lrs tuned at "
+        "width 768 carry over to wider models (hidden_size from model.config)")
     lr_adamw: float = Field(3e-4, gt=0, description="AdamW lr for hidden matrices when name=adamw")
     weight_decay: float = Field(0.1, ge=0, description="decoupled (p *= 1 - lr*wd), hidden matrices only")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas, each in [0, 1)")
@@ -225,15 +244,29 @@ def _is_router(model: nn.Module, param_name: str) -> bool:
     return mod_name.rpartition(".")[2] in _ROUTER_MODULE_NAMES or "Router" in type(module).__name__
 
 
+def _is_norm(model: nn.Module, param_name: str) -> bool:
+    """A param of a normalisation module: its class name ends with RMSNorm / LayerNorm (Qwen3RMSNorm,
+    nn.LayerNorm, ...) or its own name or its module's name contains "norm" (input_layernorm, q_norm,
+    kv_a_layernorm, model.norm)."""
+    mod_name, module = _module_of(model, param_name)
+    cls = type(module).__name__
+    leaf_mod, leaf_param = mod_name.rpartition(".")[2].lower(), param_name.rpartition(".")[2].lower()
+    return cls.endswith(("RMSNorm", "LayerNorm")) or "norm" in leaf_mod or "norm" in leaf_param
+
+
 def classify_params(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Split the trainable params into GROUPS (every one lands in exactly one; tied weights appear once):
 
     - "embedding": `model.get_input_embeddings().weight` (without that method: every nn.Embedding's weight).
     - "unembedding": `model.get_output_embeddings().weight`, unless it is the embedding (tied) or absent.
-    - "scalar" (AdamW): params with < 2 dims (norms, biases, attention sinks); 2-D+ params whose name ends in
-      "bias" (gpt-oss expert biases [E, n]); MoE router params, i.e. of a module named `gate` / `router` or
-      whose class name contains "Router" (`mlp.gate.weight` [num_experts, hidden]; `gate_proj`/`gate_up_proj`
-      are not routers); and degenerate matrices with a last dim or second-to-last dim of 1.
+    - "norm" (AdamW at lr_norm): params of normalisation modules (class name ending in RMSNorm / LayerNorm,
+      or "norm" in the module's or the param's own name: input/post_attention_layernorm, q_norm, k_norm,
+      MLA's kv_a_layernorm, the final model.norm) and MoE router params, i.e. of a module named `gate` /
+      `router` or whose class name contains "Router" (`mlp.gate.weight` [num_experts, hidden], gpt-oss's
+      `mlp.router.weight` and `.bias`; `gate_proj`/`gate_up_proj` are not routers).
+    - "scalar" (AdamW at lr_scalar): every other param with < 2 dims (biases, attention sinks); 2-D+ params
+      whose name ends in "bias" (gpt-oss expert biases [E, n]); degenerate matrices with a last dim or
+      second-to-last dim of 1.
     - "matrix" (Muon): every other >= 2-D param: attention q/k/v/o (incl. MLA's low-rank projections), MLP
       and shared-expert weights, fused expert tensors [E, rows, cols] (a batch of E matrices).
     Buffers (e.g. DeepSeek's `e_score_correction_bias`) are not params and are not touched.
@@ -251,8 +284,9 @@ def classify_params(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]
             groups["embedding"].append((name, p))
         elif id(p) in unemb_ids:
             groups["unembedding"].append((name, p))
-        elif (p.ndim >= 2 and min(p.shape[-2:]) > 1 and not name.endswith("bias")
-              and not _is_router(model, name)):
+        elif _is_norm(model, name) or _is_router(model, name):
+            groups["norm"].append((name, p))
+        elif p.ndim >= 2 and min(p.shape[-2:]) > 1 and not name.endswith("bias"):
             groups["matrix"].append((name, p))
         else:
             groups["scalar"].append((name, p))
@@ -261,14 +295,34 @@ def classify_params(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, ns_dtype: torch.dtype | None = None) -> MuonAdamW:
+def width_lr_scale(hidden_size: int) -> float:
+    """nanochat's AdamW lr factor for a model of width `hidden_size`: (hidden_size / 768) ** -0.5."""
+    if hidden_size < 1:
+        raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+    return (hidden_size / WIDTH_REFERENCE) ** -0.5
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, ns_dtype: torch.dtype | None = None,
+                    hidden_size: int | None = None) -> MuonAdamW:
     """One MuonAdamW over `classify_params(model)`. Build it after `fully_shard` (it must hold the DTensors).
 
-    Groups (empty ones are left out) carry `name` (a GROUPS entry) and `base_lr`; `lr` starts at `base_lr`.
+    Groups (empty ones are left out) carry `name` (a GROUPS entry) and `base_lr`, the group's effective peak
+    lr (the trainer sets `lr = base_lr * schedule multiplier`); `lr` starts at `base_lr`. With
+    `cfg.adamw_width_scaling`, base_lr of the WIDTH_SCALED_GROUPS is the configured lr times
+    `width_lr_scale(hidden_size)`; `hidden_size` defaults to `model.config.hidden_size` (HF models, also
+    under PEFT / FSDP2), and is needed only then.
     Weight decay applies to the "matrix" group only: with the decoupled form p *= 1 - lr*wd, the large
     embedding/scalar lrs would shrink those by up to 4% a step, and norms/biases are not decayed by convention.
     """
     groups = classify_params(model)
+    scale = 1.0
+    if cfg.adamw_width_scaling:
+        if hidden_size is None:
+            hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
+        if hidden_size is None:
+            raise ValueError("optim.adamw_width_scaling needs the model width: the model has no "
+                             "config.hidden_size, pass hidden_size= to build_optimizer")
+        scale = width_lr_scale(int(hidden_size))
     adamw = {"kind": "adamw", "betas": tuple(cfg.betas), "eps": cfg.eps}
     matrix = ({"kind": "muon", "momentum": cfg.momentum, "nesterov": cfg.nesterov, "ns_steps": cfg.ns_steps,
                "base_lr": cfg.lr_matrix} if cfg.name == "muon" else {**adamw, "base_lr": cfg.lr_adamw})
@@ -276,8 +330,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, ns_dtype: torch.dtype | 
         "matrix": {**matrix, "weight_decay": cfg.weight_decay},
         "embedding": {**adamw, "base_lr": cfg.lr_embedding, "weight_decay": 0.0},
         "unembedding": {**adamw, "base_lr": cfg.lr_unembedding, "weight_decay": 0.0},
+        "norm": {**adamw, "base_lr": cfg.lr_norm, "weight_decay": 0.0},
         "scalar": {**adamw, "base_lr": cfg.lr_scalar, "weight_decay": 0.0},
     }
+    assert tuple(spec) == GROUPS
+    for name in WIDTH_SCALED_GROUPS:
+        spec[name]["base_lr"] *= scale
     param_groups = [{"params": [p for _, p in groups[name]], "name": name, "lr": s["base_lr"], **s}
                     for name, s in spec.items() if groups[name]]
     return MuonAdamW(param_groups, ns_dtype=ns_dtype)

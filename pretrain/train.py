@@ -8,6 +8,8 @@ the MoE routers' balance biases. Evaluations, alerts and checkpoints hang off th
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
 import time
@@ -15,14 +17,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from pretrain import checkpoint, evaluate
 from pretrain.config import PretrainConfig
 from pretrain.data import DocStore, LoaderConfigView, PackedLoader
-from pretrain.model import (MoeBalancer, build_model, flops_per_token, load_pretrained, num_params,
-                            packed_attention_masks)
-from pretrain.monitor import LossSpikeDetector, Monitor, device_peak_tflops, peak_memory_gib
+from pretrain.isolation import measure_isolation, require_isolation
+from pretrain.loss import install_chunked_head, token_losses
+from pretrain.model import (MoeBalancer, attn_implementation, build_model, flops_per_token, load_pretrained,
+                            num_params, packed_model_inputs)
+from pretrain.monitor import LossSpikeDetector, Monitor, device_peak_tflops, mfu, peak_memory_gib
 from pretrain.optim import build_optimizer, clip_grad_norm
 from pretrain.schedule import lr_multiplier
 from pretrain.stages import load_tokenizer, paths
@@ -30,31 +33,51 @@ from pretrain.tokenizer import fim_ids, token_byte_lengths
 from pretrain.fim import FimSpecials
 
 
+def process_group_backend(cuda: bool) -> str:
+    """NCCL for CUDA tensors plus gloo for CPU ones: every collective of the trainer runs on device tensors,
+    and the gloo half keeps a CPU tensor (a library's, a future counter) from killing the run at step 1 with
+    "No backend type associated with device type cpu"."""
+    return "cuda:nccl,cpu:gloo" if cuda else "gloo"
+
+
 def init_distributed(parallel: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:  # before any CUDA work and before the process group: NCCL binds to the current device
+        torch.cuda.set_device(device)
     if parallel == "none":
         if world > 1:
             raise ValueError("launched with WORLD_SIZE>1 but train.parallel=none: set train.parallel=fsdp2")
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, device
     if "RANK" not in os.environ:  # a single process without torchrun: a world of one on loopback
         from torch.distributed.elastic.utils.distributed import get_free_port
 
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(get_free_port()))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank()
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        return rank, dist.get_world_size(), torch.device("cuda")
-    return rank, dist.get_world_size(), torch.device("cpu")
+        # device_id: eager NCCL communicator init on the right GPU (no lazy init on the first collective)
+        dist.init_process_group(process_group_backend(cuda), device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def base_load_dtype(cfg: PretrainConfig) -> torch.dtype:
+    """The dtype a checkpoint's weights are materialised in: the training compute dtype for a frozen LoRA base
+    (its weights are never updated, so fp32 would only double host and GPU memory: 128 GB for a 32B model),
+    fp32 for weights that are trained (the optimizer's master copy; bf16 compute comes from autocast/FSDP)."""
+    if cfg.init.lora_rank and cfg.train.dtype == "bfloat16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def make_model(cfg: PretrainConfig, tokenizer, device: torch.device):
     """Fresh from config, or an existing HF checkpoint (continued pretraining / long context, LoRA optional)."""
     if cfg.init.from_checkpoint:
-        model = load_pretrained(cfg.init.from_checkpoint, cfg.model if cfg.model.yarn else None)
+        # streamed onto this rank's device shard by shard (meta-device init in transformers), never whole on host
+        model = load_pretrained(cfg.init.from_checkpoint, cfg.model if cfg.model.yarn else None,
+                                dtype=base_load_dtype(cfg), attn_implementation=attn_implementation(cfg.model),
+                                device=device if device.type == "cuda" else None)
     else:
         model = build_model(cfg.model, len(tokenizer), tokenizer.eos_token_id)
     if cfg.init.lora_rank:
@@ -64,8 +87,19 @@ def make_model(cfg: PretrainConfig, tokenizer, device: torch.device):
                                                  target_modules=cfg.init.lora_targets, lora_dropout=0.0))
     if cfg.train.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False  # packed batches are only isolated per document without a KV cache
+    if cfg.train.loss_chunk_tokens:
+        install_chunked_head(model, cfg.train.loss_chunk_tokens)
+    model.config.use_cache = False  # packed batches are only isolated without a KV cache
+    # from_pretrained returns eval mode, and HF layers checkpoint activations (and MoE routers count loads)
+    # only while `training`: without this a run from a checkpoint silently trains with neither
+    model.train()
     return model.to(device)
+
+
+def graph_breaks() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(sum(counters["graph_break"].values()))
 
 
 def shard_model(model, cfg: PretrainConfig) -> None:
@@ -87,6 +121,9 @@ def _decoder_layers(model):
 class Trainer:
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
+        if cfg.train.deterministic:  # before cuBLAS is first used: it reads the workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
         self.rank, self.world, self.device = init_distributed(cfg.train.parallel)
         torch.manual_seed(cfg.train.seed)
         self.tokenizer = load_tokenizer(cfg)
@@ -117,6 +154,7 @@ class Trainer:
         self.step, self.loss_ema, self.last_eval = 0, None, {}
         self.ckpt_root = cfg.out_dir / "checkpoints"
         self.peak_tflops, self.peak_source = device_peak_tflops(cfg.train.peak_tflops)
+        self.isolation: dict | None = None
 
     def _deepspeed(self):
         import deepspeed
@@ -135,9 +173,11 @@ class Trainer:
         return {"step": self.step, "loader": self.loader.state_dict(), "loss_ema": self.loss_ema,
                 "spikes": self.spikes.state_dict(), "world_size": self.world}
 
-    def save(self) -> Path:
+    def save(self, loss: float | None = None, suspect: bool = False) -> Path:
+        """A step checkpoint. `suspect` (taken at a loss spike) never counts as the pinned last-good one, and a
+        non-finite loss is never saved (checkpoint.save refuses it)."""
         return checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, self.extra_state(),
-                               self.cfg.checkpoint.keep, self.engine)
+                               self.cfg.checkpoint.keep, self.engine, loss=loss, suspect=suspect)
 
     def maybe_resume(self) -> Path | None:
         found = checkpoint.step_dirs(self.ckpt_root)
@@ -152,51 +192,89 @@ class Trainer:
         return found[-1]
 
     def model_inputs(self, batch: dict) -> dict:
-        inputs = {"input_ids": batch["input_ids"].to(self.device), "position_ids": batch["position_ids"].to(self.device)}
-        masks = packed_attention_masks(self.model, inputs["position_ids"])
-        return inputs if masks is None else {**inputs, "attention_mask": masks}
+        return packed_model_inputs(self.model, batch["input_ids"].to(self.device),
+                                   batch["position_ids"].to(self.device))
+
+    def autocast(self):
+        """The training compute dtype for every forward, evaluations included (flash kernels reject fp32
+        q/k/v). FSDP2 casts parameters itself (MixedPrecisionPolicy), so autocast stays off there."""
+        enabled = self.cfg.train.dtype == "bfloat16" and self.cfg.train.parallel != "fsdp2"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+    def check_isolation(self) -> dict | None:
+        """The packed-document isolation probe on a batch of the training shape (drawn from the validation
+        split, so the training stream is untouched), before the first step. Every rank probes; any leak stops
+        all of them."""
+        if not self.cfg.train.isolation_probe:
+            return None
+        view = LoaderConfigView(self.cfg.data.seq_len, self.cfg.data.micro_batch_size, 0.0, 0.0, self.cfg.data.seed)
+        batch = PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
+                             shuffle=False).next_batch()
+
+        def forward(b: dict) -> torch.Tensor:
+            with self.autocast():
+                return self.model(**self.model_inputs(b)).logits
+
+        report = measure_isolation(forward, batch, len(self.tokenizer), self.model.config._attn_implementation)
+        leaked = torch.tensor(0.0 if report is None or report.isolated else 1.0, device=self.device)
+        if dist.is_initialized():
+            dist.all_reduce(leaked, op=dist.ReduceOp.MAX)
+        require_isolation(report)
+        if leaked.item():
+            raise RuntimeError("another rank found packed documents attending to each other (see its log)")
+        return report.as_dict() if report else None
 
     # -- one step ----------------------------------------------------------------------------------------
     def train_step(self) -> dict:
         cfg, fsdp = self.cfg, self.cfg.train.parallel == "fsdp2"
+        t0 = time.perf_counter()
         batches = [self.loader.next_batch() for _ in range(cfg.data.grad_accum)]
-        num_targets = torch.tensor(sum(int((b["labels"] != -100).sum()) for b in batches))
+        t_data = time.perf_counter()
+        # Collective operands live on the training device: NCCL has no CPU tensors.
+        num_targets = torch.tensor(sum(int((b["labels"] != -100).sum()) for b in batches), device=self.device)
         if dist.is_initialized():
             dist.all_reduce(num_targets)
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=cfg.train.dtype == "bfloat16" and not fsdp)
+        global_targets = int(num_targets.item())
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         for i, batch in enumerate(batches):
             if fsdp:  # reduce-scatter gradients once, after the last micro-batch
                 self.model.set_requires_gradient_sync(i == len(batches) - 1)
-            with autocast:
-                logits = self.forward(**self.model_inputs(batch)).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].to(self.device).flatten(),
-                                   ignore_index=-100, reduction="sum")
+            labels = batch["labels"].to(self.device)
+            with self.autocast():
+                loss = token_losses(self.model, self.forward, self.model_inputs(batch), labels).sum()
             # FSDP2 averages gradients over ranks; x world turns that into the global sum / global tokens.
-            scaled = loss * self.world / num_targets.item()
+            scaled = loss * self.world / global_targets
             if self.engine is not None:
                 self.engine.backward(scaled, scale_wrt_gas=False)
             else:
                 scaled.backward()
-            loss_sum += loss.detach().double().cpu()
+            loss_sum += loss.detach().float()
         if dist.is_initialized():
             dist.all_reduce(loss_sum)
+        loss = loss_sum.item() / global_targets  # waits for forward and backward
+        t_compute = time.perf_counter()
         mult = lr_multiplier(self.step, cfg.train.steps, cfg.optim.schedule, cfg.optim.warmup_frac,
                              cfg.optim.warmdown_frac, cfg.optim.final_frac)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * mult
+        finite = math.isfinite(loss)  # the all-reduced loss: every rank takes the same branch
         if self.engine is not None:  # DeepSpeed clips (gradient_clipping) and steps its partitions
-            self.engine.step()
+            self.engine.step()  # (its own overflow check skips a non-finite step)
             grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         else:
             grad_norm = clip_grad_norm([p for p in self.model.parameters() if p.requires_grad], cfg.optim.grad_clip)
-            self.optimizer.step()
+            if finite:  # a NaN/inf loss leaves NaN gradients: stepping would poison every weight
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        metrics = self.balancer.step() if self.balancer else {}
-        loss = loss_sum.item() / num_targets.item()
+        metrics = self.balancer.step(apply=finite) if self.balancer else {}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        # where a step's time goes (host-side data packing, forward+backward, optimizer + clipping): a GPU that
+        # waits on the host shows up as data_s or as an optimizer_s out of proportion to its FLOPs
+        metrics.update({"perf/data_s": t_data - t0, "perf/fwd_bwd_s": t_compute - t_data,
+                        "perf/optimizer_s": time.perf_counter() - t_compute})
         return {"train/loss": loss, "train/grad_norm": grad_norm, "train/lr_multiplier": mult,
-                "train/target_tokens": int(num_targets), **metrics,
+                "train/target_tokens": global_targets, "train/step_skipped": int(not finite), **metrics,
                 **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
 
     # -- evaluation --------------------------------------------------------------------------------------
@@ -206,19 +284,21 @@ class Trainer:
         val_loader = PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
                                   shuffle=False)
         per_rank = -(-cfg.eval.val_windows // self.world)
-        metrics = evaluate.validation_bpb(self.model, val_loader, per_rank, self.token_bytes, self.model_inputs)
-        if cfg.eval.fim_examples:
-            texts = [self.val_store.text(i) for i in range(min(len(self.val_store), 4 * cfg.eval.fim_examples))]
-            examples = evaluate.fim_examples(texts, cfg.eval.fim_examples, cfg.data.seed)
-            metrics.update(evaluate.fim_exact_match(self.model, self.tokenizer, examples, self.specials,
-                                                    cfg.data.seq_len, self.device))
-        if cfg.eval.compile_prompts:
-            tasks = evaluate.compile_eval_tasks(cfg.eval.compile_prompts)
-            outs = evaluate.sample_completions(self.model, self.tokenizer, [t.prompt for t in tasks],
-                                               cfg.eval.compile_samples, cfg.eval.max_new_tokens,
-                                               cfg.eval.temperature, cfg.train.seed, self.device)
-            if self.rank == 0:
-                metrics.update(evaluate.compile_rate(tasks, outs, cfg.eval.sandbox_backend))
+        with self.autocast():  # evaluations see the model in the training compute dtype
+            metrics = evaluate.validation_bpb(self.model, val_loader, per_rank, self.token_bytes, self.model_inputs,
+                                              device=self.device)
+            if cfg.eval.fim_examples:
+                texts = [self.val_store.text(i) for i in range(min(len(self.val_store), 4 * cfg.eval.fim_examples))]
+                examples = evaluate.fim_examples(texts, cfg.eval.fim_examples, cfg.data.seed)
+                metrics.update(evaluate.fim_exact_match(self.model, self.tokenizer, examples, self.specials,
+                                                        cfg.data.seq_len, self.device))
+            if cfg.eval.compile_prompts:
+                tasks = evaluate.compile_eval_tasks(cfg.eval.compile_prompts)
+                outs = evaluate.sample_completions(self.model, self.tokenizer, [t.prompt for t in tasks],
+                                                   cfg.eval.compile_samples, cfg.eval.max_new_tokens,
+                                                   cfg.eval.temperature, cfg.train.seed, self.device)
+        if cfg.eval.compile_prompts and self.rank == 0:  # g++ in the sandbox: no model, no autocast
+            metrics.update(evaluate.compile_rate(tasks, outs, cfg.eval.sandbox_backend))
         return metrics
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -227,27 +307,40 @@ class Trainer:
         resumed = self.maybe_resume()
         monitor = Monitor(cfg.out_dir, cfg.train.steps, self.step, self.rank == 0, cfg.tensorboard,
                           cfg.wandb_project, cfg.model_dump(mode="json"))
-        tokens_per_step = cfg.data.seq_len * cfg.data.micro_batch_size * cfg.data.grad_accum * self.world
-        alerts, recent_mfu, train_seconds, start_step = [], [], 0.0, self.step
+        # tokens per optimizer step on ONE device: MFU and tokens/s are per GPU (torchtitan's convention), so
+        # they compare across world sizes
+        tokens_per_device_step = cfg.data.seq_len * cfg.data.micro_batch_size * cfg.data.grad_accum
+        alerts, recent_mfu, start_step = [], [], self.step
+        timed_seconds, timed_steps = 0.0, 0  # steady state: the first step of a process (compile, warm-up) excluded
+        breakdown: dict[str, float] = {}
+        self.isolation = self.check_isolation()
         while self.step < cfg.train.steps:
             t0 = time.perf_counter()
             metrics = self.train_step()
             dt = time.perf_counter() - t0
-            train_seconds += dt
             self.step += 1
+            if self.step > start_step + 1:
+                timed_seconds, timed_steps = timed_seconds + dt, timed_steps + 1
+                for key in ("data_s", "fwd_bwd_s", "optimizer_s"):
+                    breakdown[key] = breakdown.get(key, 0.0) + metrics[f"perf/{key}"]
             loss = metrics["train/loss"]
-            self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
-            mfu = self.flops_per_token * tokens_per_step / dt / (self.peak_tflops * 1e12 * self.world) \
-                if self.peak_tflops else 0.0
-            metrics.update({"train/loss_ema": self.loss_ema, "perf/tokens_per_s": tokens_per_step / dt,
-                            "perf/mfu": mfu, "perf/step_s": dt, "perf/peak_memory_gib": peak_memory_gib()})
+            finite = math.isfinite(loss)
+            if finite:  # a NaN must not poison the average every later spike is judged against
+                self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
+            step_mfu = mfu(self.flops_per_token, tokens_per_device_step / dt, self.peak_tflops)
+            metrics.update({"train/loss_ema": self.loss_ema, "perf/tokens_per_s": tokens_per_device_step / dt,
+                            "perf/mfu": step_mfu, "perf/step_s": dt, "perf/peak_memory_gib": peak_memory_gib()})
             spike = self.spikes.update(loss)
-            if spike:
+            if not finite:
+                alerts.append(f"step {self.step}: loss is {loss}; the optimizer step was skipped and no checkpoint "
+                              "is written")
+                monitor.warn(alerts[-1])
+            elif spike:
                 alerts.append(f"step {self.step}: loss {loss:.3f} spiked above {cfg.alerts.spike_factor}x its "
-                              "recent average; checkpoint saved")
+                              "recent average; checkpoint saved (suspect: the last good one stays pinned)")
                 monitor.warn(alerts[-1])
             if self.step > start_step + 1:  # the first step of a process pays for warm-up
-                recent_mfu.append(mfu)
+                recent_mfu.append(step_mfu)
             if self.step % cfg.eval.every == 0 or self.step == cfg.train.steps:
                 mean_mfu = sum(recent_mfu) / max(1, len(recent_mfu))
                 if recent_mfu and mean_mfu < cfg.alerts.mfu_floor:
@@ -262,21 +355,29 @@ class Trainer:
                     alerts.append(f"step {self.step}: compile rate {rate:.3f} below floor "
                                   f"{cfg.alerts.compile_rate_floor}")
                     monitor.warn(alerts[-1])
-            if spike or self.step % cfg.checkpoint.every == 0 or self.step == cfg.train.steps:
-                self.save()
+            due = self.step % cfg.checkpoint.every == 0 or (self.step == cfg.train.steps and cfg.checkpoint.at_end)
+            if finite and (spike or due):
+                self.save(loss, suspect=spike)
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
                 monitor.log(self.step, metrics)
         monitor.close()
         final = self.export()
         packer = self.loader.packer
+        per_device = tokens_per_device_step * timed_steps / timed_seconds if timed_steps else None
         return {"checkpoint": str(final), "steps": self.step, "resumed_from": str(resumed) if resumed else None,
                 "val_bpb": self.last_eval.get("val/bpb"), "fim_exact_match": self.last_eval.get(
                     "eval/fim_exact_match"), "compile_rate": self.last_eval.get("eval/compile_rate"),
                 "train_loss_ema": self.loss_ema, "packing_efficiency": packer.stats.packing_efficiency(
                     packer.window), "fim_share": packer.stats.fim_docs / max(1, packer.stats.docs),
-                "tokens_per_s": tokens_per_step * (self.step - start_step) / max(train_seconds, 1e-9),
-                "mfu_peak_source": self.peak_source, "params": self.params, "alerts": alerts,
-                "world_size": self.world}
+                "tokens_per_s": per_device * self.world if per_device else None,
+                "tokens_per_s_per_device": per_device,
+                "mfu": mfu(self.flops_per_token, per_device, self.peak_tflops) if per_device else None,
+                "mfu_peak_source": self.peak_source, "peak_memory_gib": peak_memory_gib(),
+                "attn_implementation": self.model.config._attn_implementation, "isolation": self.isolation,
+                "grad_checkpointing": bool(getattr(self.model, "is_gradient_checkpointing", False)),
+                "compile_graph_breaks": graph_breaks() if cfg.train.compile else None,
+                "step_seconds": {k: v / timed_steps for k, v in breakdown.items()} if timed_steps else None,
+                "params": self.params, "alerts": alerts, "world_size": self.world}
 
     def export(self) -> Path:
         """The final model in plain HF format (+ tokenizer): LoRA merged, FSDP2 shards gathered on rank 0."""

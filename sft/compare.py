@@ -39,26 +39,43 @@ def read_questions(path: Path, limit: int | None = None) -> list[str]:
     return questions
 
 
-def load_model(path: str):
-    """A plain HF checkpoint, or a LoRA adapter directory (loaded on its base)."""
+def inference_placement(cuda_available: bool) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype `compare` runs the models: bf16 on the GPU (what they were trained in there,
+    half the memory, tensor-core speed), fp32 on CPU (whose bf16 matmuls are slow and, with no training dtype
+    to match, only lose precision)."""
+    if cuda_available:
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def load_model(path: str, placement: tuple[torch.device, torch.dtype] | None = None):
+    """A plain HF checkpoint, or a LoRA adapter directory (loaded on its base), placed per
+    `inference_placement` unless `placement` is given."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sft.model import ensure_chat_template
 
+    device, dtype = placement or inference_placement(torch.cuda.is_available())
     if (Path(path) / "adapter_config.json").exists():
         from peft import PeftModel
 
         from sft.merge import adapter_base
 
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_base(Path(path))), path)
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(adapter_base(Path(path)), dtype=dtype), path)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     ensure_chat_template(tokenizer, "auto")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's (first) parameters, where its inputs must be."""
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -66,14 +83,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
              plain: bool = False) -> list[str]:
     """Greedy answers, one per prompt (user turn through the chat template, or as is when `plain`)."""
     outputs = []
+    device = model_device(model)
     for i in range(0, len(prompts), batch_size):
         texts = prompts[i : i + batch_size] if plain else [
             tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
             for p in prompts[i : i + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:].cpu(), skip_special_tokens=True)
     return outputs
 
 

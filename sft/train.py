@@ -149,7 +149,7 @@ def build_trainer(cfg: SFTConfig, base: str, train_rows: list[dict], eval_rows: 
     """The configured trainer and how many records were dropped as unlearnable (prompt too long)."""
     from datasets import Dataset
 
-    from sft.model import load_for_training
+    from sft.model import load_for_training, upcast_trainable
 
     # the arguments come first: with ZeRO-3 they make from_pretrained partition the weights as it loads them
     args = training_arguments(cfg, bool(eval_rows))
@@ -170,6 +170,9 @@ def build_trainer(cfg: SFTConfig, base: str, train_rows: list[dict], eval_rows: 
     trainer = cls(model=model, args=args, processing_class=tokenizer,
                   train_dataset=Dataset.from_list(train_rows),
                   eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, peft_config=peft_config)
+    if cfg.train.method == "qlora" and not cfg.parallel.startswith("deepspeed"):
+        # TRL casts QLoRA adapters to bf16; the optimizer needs fp32 masters (DeepSpeed keeps its own)
+        upcast_trainable(trainer.model)
     if cfg.parallel == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not trainer.is_fsdp_enabled:
         # accelerate applies FSDP to CUDA devices only; on CPU it would quietly fall back to DDP
         raise ValueError("parallel=fsdp: accelerate shards with FSDP on GPUs only and this run has none; "

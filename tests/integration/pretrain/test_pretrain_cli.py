@@ -50,7 +50,7 @@ def test_full_pipeline_from_an_empty_directory(tmp_path):
     first, last = rows[0], rows[-1]
     assert last["train/loss"] < first["train/loss"] - 1.0
     for key in ("train/loss_ema", "perf/tokens_per_s", "perf/mfu", "train/grad_norm", "perf/peak_memory_gib",
-                "lr/matrix", "lr/embedding", "lr/unembedding", "lr/scalar"):
+                "lr/matrix", "lr/embedding", "lr/unembedding", "lr/norm"):
         assert key in last, key
     assert last["lr/matrix"] < first["lr/matrix"]  # the WSD warmdown reached the last step
     assert "val/bpb" in rows[11] and "eval/compile_rate" in last and last["eval/sandbox_errors"] == 0

@@ -162,11 +162,12 @@ def test_moe_active_params_are_fewer_than_all(name):
 def test_dense_flops_per_token_by_hand(name):
     model = tiny(name)
     active = num_params(model)["active_non_embedding"]
-    assert flops_per_token(model, 32) == 6 * active + 12 * LAYERS * HEADS * HEAD_DIM * 32
+    # the output head (EMBED = vocab x hidden) is a matmul per token: counted once on top of the non-embedding
+    assert flops_per_token(model, 32) == 6 * (active + EMBED) + 12 * LAYERS * HEADS * HEAD_DIM * 32
 
 
 def test_qwen3_flops_per_token_literal():
-    assert flops_per_token(tiny("qwen3"), 32) == 6 * 61824 + 12 * 2 * 4 * 16 * 32 == 420096
+    assert flops_per_token(tiny("qwen3"), 32) == 6 * (61824 + 19200) + 12 * 2 * 4 * 16 * 32 == 535296
 
 
 # --- MoE balancer ------------------------------------------------------------------------------------------

@@ -100,8 +100,12 @@ def test_classify_dense_untied(arch: str) -> None:
     assert names(g, "matrix") == {f"model.layers.{i}.{m}.weight" for i in range(2) for m in (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
-    assert all(p.ndim == 1 for _, p in g["scalar"])  # norms (Qwen3 also q_norm / k_norm)
-    assert ("model.layers.0.self_attn.q_norm.weight" in names(g, "scalar")) == (arch == "qwen3")
+    norms = {f"model.layers.{i}.{m}.weight" for i in range(2) for m in (
+        "input_layernorm", "post_attention_layernorm")} | {"model.norm.weight"}
+    if arch == "qwen3":  # Qwen3 also has per-head q_norm / k_norm
+        norms |= {f"model.layers.{i}.self_attn.{m}.weight" for i in range(2) for m in ("q_norm", "k_norm")}
+    assert names(g, "norm") == norms
+    assert not g["scalar"]  # no biases, sinks or other scalars in these architectures
 
 
 def test_classify_tied_embedding_appears_once() -> None:
@@ -118,18 +122,20 @@ def test_classify_moe_with_router(arch: str) -> None:
     g = classify_params(model)
     check_partition(model, g)
     router = "model.layers.1.mlp.gate.weight"
-    assert router in names(g, "scalar") and dict(model.named_parameters())[router].shape == (4, 32)
+    assert router in names(g, "norm") and dict(model.named_parameters())[router].shape == (4, 32)
     assert "model.layers.1.mlp.gate.e_score_correction_bias" in dict(model.named_buffers())
     experts = {"model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}
     assert experts <= names(g, "matrix")
     assert all(dict(model.named_parameters())[n].ndim == 3 for n in experts)
     assert {"model.layers.0.mlp.gate_proj.weight", "model.layers.1.mlp.shared_experts.gate_proj.weight",
             "model.layers.1.self_attn.o_proj.weight"} <= names(g, "matrix")
-    if arch == "deepseek_v3":  # MLA low-rank projections are matrices; their norms are scalars
+    if arch == "deepseek_v3":  # MLA low-rank projections are matrices; their norms are norms
         mla = {"model.layers.0.self_attn.q_a_proj.weight", "model.layers.0.self_attn.kv_b_proj.weight"}
         assert mla <= names(g, "matrix")
-        assert "model.layers.0.self_attn.kv_a_layernorm.weight" in names(g, "scalar")
-    assert all(p.ndim == 1 for n, p in g["scalar"] if n != router)  # layer 0 is dense: one router
+        assert {"model.layers.0.self_attn.kv_a_layernorm.weight",
+                "model.layers.0.self_attn.q_a_layernorm.weight"} <= names(g, "norm")
+    assert all(p.ndim == 1 for n, p in g["norm"] if n != router)  # layer 0 is dense: one router
+    assert not g["scalar"]
 
 
 def test_classify_gpt_oss_sinks_router_expert_biases() -> None:
@@ -139,9 +145,10 @@ def test_classify_gpt_oss_sinks_router_expert_biases() -> None:
     scalar = names(g, "scalar")
     for i in (0, 1):
         pre = f"model.layers.{i}."
-        assert {pre + "self_attn.sinks", pre + "mlp.router.weight", pre + "mlp.router.bias",
-                pre + "mlp.experts.gate_up_proj_bias", pre + "mlp.experts.down_proj_bias",
-                pre + "self_attn.q_proj.bias"} <= scalar
+        assert {pre + "self_attn.sinks", pre + "mlp.experts.gate_up_proj_bias",
+                pre + "mlp.experts.down_proj_bias", pre + "self_attn.q_proj.bias"} <= scalar
+        assert {pre + "mlp.router.weight", pre + "mlp.router.bias", pre + "input_layernorm.weight",
+                pre + "post_attention_layernorm.weight"} <= names(g, "norm")
         assert {pre + "mlp.experts.gate_up_proj", pre + "mlp.experts.down_proj",
                 pre + "self_attn.q_proj.weight"} <= names(g, "matrix")
 
@@ -151,26 +158,33 @@ def test_classify_plain_module_without_hf_helpers() -> None:
     g = classify_params(model)
     check_partition(model, g)
     assert names(g, "embedding") == {"0.weight"} and names(g, "matrix") == {"1.weight"}
-    assert "3.weight" in names(g, "scalar")  # [1, 8]: a degenerate matrix goes to AdamW
+    assert names(g, "norm") == {"2.weight", "2.bias"}  # nn.LayerNorm by class name
+    assert names(g, "scalar") == {"1.bias", "3.weight", "3.bias"}  # [1, 8]: a degenerate matrix goes to AdamW
 
 
 # --- groups and lrs ----------------------------------------------------------------------------------------
 
 def test_groups_carry_name_base_lr_and_kind() -> None:
-    cfg = OptimConfig(lr_matrix=0.02, lr_embedding=0.3, lr_unembedding=0.004, lr_scalar=0.5,
+    cfg = OptimConfig(lr_matrix=0.02, lr_embedding=0.3, lr_unembedding=0.004, lr_norm=2e-3, lr_scalar=0.5,
                       weight_decay=0.05)
-    opt = build_optimizer(tiny_model("llama"), cfg)
+    opt = build_optimizer(tiny_model("gpt_oss"), cfg)
     by = {g["name"]: g for g in opt.param_groups}
     assert list(by) == list(GROUPS)
     assert {n: (g["kind"], g["base_lr"], g["lr"], g["weight_decay"]) for n, g in by.items()} == {
         "matrix": ("muon", 0.02, 0.02, 0.05), "embedding": ("adamw", 0.3, 0.3, 0.0),
-        "unembedding": ("adamw", 0.004, 0.004, 0.0), "scalar": ("adamw", 0.5, 0.5, 0.0)}
+        "unembedding": ("adamw", 0.004, 0.004, 0.0), "norm": ("adamw", 2e-3, 2e-3, 0.0),
+        "scalar": ("adamw", 0.5, 0.5, 0.0)}
     assert by["matrix"]["momentum"] == 0.95 and by["matrix"]["ns_steps"] == 5 and by["matrix"]["nesterov"]
     assert by["scalar"]["betas"] == (0.9, 0.95) and by["scalar"]["eps"] == 1e-8
+    assert by["norm"]["betas"] == (0.9, 0.95) and by["norm"]["eps"] == 1e-8
+
+    llama = build_optimizer(tiny_model("llama"), cfg)
+    # Llama has no biases, sinks or other scalars: the empty "scalar" group is left out
+    assert [g["name"] for g in llama.param_groups] == ["matrix", "embedding", "unembedding", "norm"]
 
     adamw = build_optimizer(tiny_model("qwen3", tie=True), OptimConfig(name="adamw", lr_adamw=1e-3))
     by = {g["name"]: g for g in adamw.param_groups}
-    assert list(by) == ["matrix", "embedding", "scalar"]  # tied: no unembedding group
+    assert list(by) == ["matrix", "embedding", "norm"]  # tied: no unembedding group; Qwen3: no scalars
     assert all(g["kind"] == "adamw" for g in by.values()) and by["matrix"]["base_lr"] == 1e-3
 
 
@@ -324,6 +338,7 @@ def test_muon_adamw_rejects_bad_groups() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("name", "sgd"), ("lr_matrix", 0.0), ("lr_embedding", -1.0), ("lr_unembedding", 0), ("lr_scalar", -0.1),
+    ("lr_norm", 0.0), ("adamw_width_scaling", "sometimes"),
     ("lr_adamw", 0.0), ("weight_decay", -0.1), ("betas", (0.9, 1.0)), ("betas", (-0.1, 0.9)), ("eps", 0.0),
     ("momentum", 1.0), ("ns_steps", 0), ("schedule", "linear"), ("warmup_frac", 1.5), ("warmdown_frac", -0.1),
     ("final_frac", 2.0), ("grad_clip", -1.0), ("unknown_field", 1),
