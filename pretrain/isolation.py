@@ -8,13 +8,13 @@ all. Reading the code got this wrong before (flash-attn mixed the windows of a m
 
 1. forward a real batch twice: the difference is the run's own numerical noise (0 on deterministic kernels);
 2. replace every token of one document (the first of row 0) with random tokens and forward again;
-3. the *leak* is how far the log-probs of every other token in the batch moved; the *signal* is how far the
-   changed document's own log-probs moved (the scale a real dependency has in this model and dtype).
+3. the *leak* is how far the per-token losses of every other token in the batch moved; the *signal* is how
+   far the changed document's own losses moved (the scale a real dependency has in this model and dtype).
 
-Under isolation the other tokens' log-probs are bit-identical (same shapes, masked scores contribute exact
+Under isolation the other tokens' losses are bit-identical (same shapes, masked scores contribute exact
 zeros), so the leak is 0 up to the measured noise. A model whose attention crosses documents moves them by a
-visible fraction of the signal. Only log-probs of a fixed subset of the vocabulary are kept, so the probe's
-memory is a few MB beyond one forward.
+visible fraction of the signal. The forward is the training one, per-token losses included: with a chunked
+loss head no full-vocabulary logits are materialised (a 128k-token window would need 34 GB for them).
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PROBE_VOCAB = 64  # log-probs of this many fixed token ids (plus the next-token label) are compared
 RELATIVE_TOLERANCE = 1e-3  # a leak must stay below this fraction of the signal
 NOISE_FACTOR = 4.0  # ... and above the noise measured by repeating the identical forward
 
 
 @dataclass(frozen=True)
 class IsolationReport:
-    leak: float  # max |change| of other documents' log-probs when one document's tokens change
-    signal: float  # max |change| of the changed document's own log-probs
+    leak: float  # max |change| of other documents' token losses when one document's tokens change
+    signal: float  # max |change| of the changed document's own token losses
     noise: float  # max |change| between two identical forwards
     threshold: float
     isolated: bool
@@ -56,36 +55,37 @@ def victim_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-@torch.no_grad()
-def _probe_logprobs(logits: torch.Tensor, shape: tuple[int, int], vocab_ids: torch.Tensor) -> torch.Tensor:
-    """log-softmax at `vocab_ids` for every token, [B, T, k], computed row by row (no full fp32 copy)."""
-    logits = logits.reshape(*shape, logits.shape[-1])
-    return torch.stack([row.float().log_softmax(-1)[:, vocab_ids] for row in logits])
+def packed_labels(input_ids: torch.Tensor, position_ids: torch.Tensor, ignore: int = -100) -> torch.Tensor:
+    """Next-token labels that stay inside each packed document (the packer's rule): none at a document's last
+    token or at the end of a window."""
+    labels = torch.full_like(input_ids, ignore)
+    same_doc = position_ids[:, 1:] != 0
+    labels[:, :-1] = torch.where(same_doc, input_ids[:, 1:], torch.full_like(input_ids[:, 1:], ignore))
+    return labels
 
 
 @torch.no_grad()
 def measure_isolation(forward: Callable[[dict], torch.Tensor], batch: dict, vocab_size: int,
                       attn_implementation: str, seed: int = 0) -> IsolationReport | None:
-    """`forward(batch) -> logits` runs the model exactly as training does (device, autocast, packed kwargs).
-    None when the batch has a single document (nothing to leak into)."""
+    """`forward(batch) -> per-token losses` ([B, T] or [B*T]) runs the model exactly as training does (device,
+    autocast, packed kwargs, loss head) on `batch["input_ids"]` against the batch's own `labels`. None when
+    the batch has a single document (nothing to leak into)."""
     ids, pos = batch["input_ids"], batch["position_ids"]
     shape = (ids.shape[0], ids.shape[1])
     victim = victim_mask(pos)
     if bool(victim.all()):
         return None
     g = torch.Generator().manual_seed(seed)
-    vocab_ids = torch.randperm(vocab_size, generator=g)[:PROBE_VOCAB]
     changed_ids = ids.clone()
     changed_ids[victim] = torch.randint(0, vocab_size, (int(victim.sum()),), generator=g)
     changed_ids[victim] = torch.where(changed_ids[victim] == ids[victim], (changed_ids[victim] + 1) % vocab_size,
                                       changed_ids[victim])  # every token really changes
 
     def run(input_ids: torch.Tensor) -> torch.Tensor:
-        logits = forward({**batch, "input_ids": input_ids})
-        return _probe_logprobs(logits, shape, vocab_ids.to(logits.device)).cpu()
+        return forward({**batch, "input_ids": input_ids}).float().reshape(shape).cpu()
 
     base, again, changed = run(ids), run(ids), run(changed_ids)
-    delta = (changed - base).abs().amax(-1)  # [B, T]
+    delta = (changed - base).abs()  # [B, T]
     leak = float(delta[~victim].max())
     signal = float(delta[victim].max())
     noise = float((again - base).abs().max())
@@ -103,6 +103,6 @@ def require_isolation(report: IsolationReport | None) -> None:
     raise DocumentLeakError(
         f"packed documents attend to each other: with attn_implementation={report.attn_implementation!r} and "
         f"micro-batches of {report.batch_shape[0]} x {report.batch_shape[1]}, changing one document moved the "
-        f"log-probs of the others by {report.leak:.3g} (its own by {report.signal:.3g}; repeat-forward noise "
+        f"token losses of the others by {report.leak:.3g} (its own by {report.signal:.3g}; repeat-forward noise "
         f"{report.noise:.3g}, threshold {report.threshold:.3g}). Use model.attn_implementation=sdpa (or "
         "flex_attention), or data.micro_batch_size=1")

@@ -70,6 +70,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"model.num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
         if self.arch in ("moe", "sinks") and self.moe is None:
             self.moe = MoeConfig()
+        if self.arch == "sinks" and self.attn_implementation == "sdpa":
+            raise ValueError("model.attn_implementation=sdpa: gpt-oss (arch sinks) has no SDPA path in "
+                             "transformers; use eager, flex_attention or flash_attention_2")
         return self
 
 

@@ -211,9 +211,9 @@ class Trainer:
         batch = PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
                              shuffle=False).next_batch()
 
-        def forward(b: dict) -> torch.Tensor:
+        def forward(b: dict) -> torch.Tensor:  # the training forward and loss, per token
             with self.autocast():
-                return self.model(**self.model_inputs(b)).logits
+                return token_losses(self.model, self.model, self.model_inputs(b), b["labels"].to(self.device))
 
         report = measure_isolation(forward, batch, len(self.tokenizer), self.model.config._attn_implementation)
         leaked = torch.tensor(0.0 if report is None or report.isolated else 1.0, device=self.device)

@@ -188,27 +188,28 @@ def stage_env(ctx: "Context", timeout: float) -> dict:
     return out
 
 
+def run_pretrain(ctx: "Context", name: str, make_args: Callable[[Path], list[str]], timeout: float) -> dict:
+    """`python -m pretrain` in `<work>/<name>` on the prepared tokenizer and shards; its JSON summary."""
+    out = ctx.work / name
+    link_pretrain_data(out)
+    return run_cli(make_args(out), timeout)
+
+
 def stage_pretrain_sdpa(ctx: "Context", timeout: float) -> dict:
     """0.5B dense, 30 steps bf16, SDPA (document mask materialised from the packed position ids)."""
-    out = ctx.work / "pretrain-sdpa"
-    link_pretrain_data(out)
-    return perf(run_cli(sdpa_args(out), timeout))
+    return perf(run_pretrain(ctx, "pretrain-sdpa", sdpa_args, timeout))
 
 
 def stage_pretrain_flex(ctx: "Context", timeout: float) -> dict:
     """The same run with the preset's document-isolating attention (flex_attention's block-causal mask)."""
-    out = ctx.work / "pretrain-flex"
-    link_pretrain_data(out)
-    summary = run_cli(pretrain_args(out), timeout)
+    summary = run_pretrain(ctx, "pretrain-flex", pretrain_args, timeout)
     ctx.checkpoint_05b = Path(summary["checkpoint"])
     return perf(summary)
 
 
 def stage_pretrain_compile(ctx: "Context", timeout: float) -> dict:
     """torch.compile of every decoder layer: speed-up over the eager run of the same preset, graph breaks."""
-    out = ctx.work / "pretrain-compile"
-    link_pretrain_data(out)
-    result = perf(run_cli(compile_args(out), timeout))
+    result = perf(run_pretrain(ctx, "pretrain-compile", compile_args, timeout))
     eager = ctx.results.get("pretrain_flex", {}).get("tokens_per_s")
     if eager and result.get("tokens_per_s"):
         result["speedup_vs_eager"] = round(result["tokens_per_s"] / eager, 3)
@@ -269,9 +270,7 @@ def stage_from_checkpoint_ac(ctx: "Context", timeout: float) -> dict:
 
 def stage_moe(ctx: "Context", timeout: float) -> dict:
     """A GLM-4-MoE step under FSDP2 on NCCL: router loads are counted and all-reduced on the GPU."""
-    out = ctx.work / "moe"
-    link_pretrain_data(out)
-    return perf(run_cli(moe_args(out), timeout))
+    return perf(run_pretrain(ctx, "moe", moe_args, timeout))
 
 
 def stage_sft_lora(ctx: "Context", timeout: float) -> dict:
@@ -494,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "grpo-worker":
         summary = grpo_worker(args.model)
     else:
-        if args.install_wheels:
+        if args.install_wheels and cuda_available():  # cp312 wheels for the GPU machine; a dry run needs none
             install_wheels()
         out = Path(args.out)
         out.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.isolation import measure_isolation
+from pretrain.isolation import measure_isolation, packed_labels
+from pretrain.loss import token_losses
 from pretrain.model import ModelConfig, MoeConfig, build_model, packed_model_inputs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def packed_batch(rows: int = 4, length: int = 64, seed: int = 0) -> dict:
         for i, s in enumerate(starts):
             e = starts[i + 1] if i + 1 < len(starts) else length
             pos[r, s:e] = torch.arange(e - s)
-    return {"input_ids": ids, "position_ids": pos}
+    return {"input_ids": ids, "position_ids": pos, "labels": packed_labels(ids, pos)}
 
 
 def isolation_report(device: str, attn: str, dtype: torch.dtype, leaky: bool = False, arch: str = "dense"):
@@ -55,7 +56,8 @@ def isolation_report(device: str, attn: str, dtype: torch.dtype, leaky: bool = F
         if leaky:
             pos = torch.arange(pos.shape[1]).expand_as(pos).contiguous()
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
-            return model(**packed_model_inputs(model, b["input_ids"].to(device), pos.to(device))).logits
+            inputs = packed_model_inputs(model, b["input_ids"].to(device), pos.to(device))
+            return token_losses(model, model, inputs, b["labels"].to(device))
 
     return measure_isolation(forward, batch, VOCAB, attn)
 

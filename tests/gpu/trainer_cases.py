@@ -53,18 +53,27 @@ def collective_devices(tmp_path: Path, monkeypatch, device: str, data: Path | No
         seen.append(tensor.device.type)
         return original(tensor, *args, **kwargs)
 
-    monkeypatch.setattr(dist, "all_reduce", spy)
     dtype = "bfloat16" if device == "cuda" else "float32"
     cfg = trainer_config(tmp_path / "run", data or data_dir(tmp_path), "train.parallel=fsdp2", f"train.dtype={dtype}",
                          "model.arch=moe", "model.moe={num_experts: 4, experts_per_token: 2, "
                          "expert_intermediate_size: 32}")
-    try:
-        trainer = Trainer(cfg)
-        assert trainer.device.type == device
-        trainer.check_isolation()
-        trainer.train_step()
-        trainer.run_evals()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    # A world of one on loopback, set through monkeypatch and undone on return: the trainer would otherwise leave
+    # RANK/MASTER_PORT in this process's environment, and every later subprocess (the CLIs, accelerate) would
+    # try to join that dead group.
+    from torch.distributed.elastic.utils.distributed import get_free_port
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dist, "all_reduce", spy)
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                           ("MASTER_PORT", str(get_free_port()))):
+            patch.setenv(key, value)
+        try:
+            trainer = Trainer(cfg)
+            assert trainer.device.type == device
+            trainer.check_isolation()
+            trainer.train_step()
+            trainer.run_evals()
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
     return seen

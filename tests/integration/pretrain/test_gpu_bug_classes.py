@@ -16,7 +16,11 @@ def test_every_collective_gets_a_tensor_on_the_training_device(tiny_data, tmp_pa
     """Token/loss counters, MoE router loads, the probe's verdict and the BPB sums: all on `trainer.device`.
     (On this machine that device is the CPU, so this pins the plumbing; tests/gpu checks the same on NCCL,
     which has no CPU tensors.)"""
+    import os
+
+    before = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
     devices = collective_devices(tmp_path, monkeypatch, "cpu", data=tiny_data)
+    assert {k: os.environ.get(k) for k in before} == before  # no process-group env left for later subprocesses
     assert len(devices) >= 6  # targets, loss, router loads, probe verdict, 3 BPB sums
     assert set(devices) == {"cpu"}
 

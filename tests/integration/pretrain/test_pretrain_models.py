@@ -78,7 +78,7 @@ def test_fsdp2_two_ranks_under_torchrun(tiny_data, tmp_path):
     ("moe", ["model.moe.num_experts=4", "model.moe.experts_per_token=2", "model.moe.num_groups=2",
              "model.moe.topk_groups=1", "model.moe.expert_intermediate_size=64", "model.moe.bias_update_rate=0.01"]),
     ("sinks", ["model.moe.num_experts=4", "model.moe.experts_per_token=2", "model.moe.expert_intermediate_size=64",
-               "model.sliding_window=32"]),
+               "model.sliding_window=32", "model.attn_implementation=eager"]),
 ])
 def test_moe_and_sink_architectures_train(arch, extra, tiny_data, tmp_path):
     out = with_data(tiny_data, tmp_path / arch)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.isolation import (DocumentLeakError, IsolationReport, leak_threshold, require_isolation,
-                                victim_mask)
+from pretrain.isolation import (DocumentLeakError, IsolationReport, leak_threshold, packed_labels,
+                                require_isolation, victim_mask)
 from pretrain.loss import ChunkedLossHead, chunked_token_losses, install_chunked_head, token_losses
 from pretrain.model import cu_seqlens, packed_model_inputs
 from tests.gpu import cases
@@ -50,6 +50,12 @@ def test_leak_threshold_by_hand():
     with pytest.raises(DocumentLeakError, match="micro-batches of 2 x 8"):
         require_isolation(report)
     require_isolation(None)  # a single-document batch has nothing to leak into
+
+
+def test_packed_labels_stay_inside_documents():
+    ids = torch.tensor([[10, 11, 12, 13, 14]])
+    pos = torch.tensor([[0, 1, 2, 0, 1]])
+    assert packed_labels(ids, pos).tolist() == [[11, 12, -100, 14, -100]]
 
 
 def test_victim_is_the_first_document_of_the_first_row():
@@ -162,3 +168,14 @@ def test_every_pretrain_preset_names_its_attention_implementation():
     for path in presets:
         model = yaml.safe_load(path.read_text()).get("model", {})
         assert model.get("attn_implementation") in allowed, path.name
+
+
+def test_sinks_with_sdpa_is_a_config_error():
+    """Named early, at config time: gpt-oss has no SDPA attention in transformers."""
+    from pydantic import ValidationError
+
+    from pretrain.model import ModelConfig
+
+    with pytest.raises(ValidationError, match="no SDPA path"):
+        ModelConfig(arch="sinks", attn_implementation="sdpa")
+    assert ModelConfig(arch="sinks").attn_implementation is None  # default: eager (attn_implementation())
