@@ -50,6 +50,8 @@ class LearnerWorker:
         self.ref = None
         if algo["kl_coef"] > 0 and not m["lora_rank"]:  # LoRA: the reference is the base with adapters off
             self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+            if self.bf16:  # frozen: no masters needed; bf16 halves its memory and matches the policy's compute
+                self.ref = self.ref.to(torch.bfloat16)
         params = [p for p in model.parameters() if p.requires_grad]
         if self.backend == "deepspeed":
             import deepspeed
@@ -140,9 +142,10 @@ class LearnerWorker:
             return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
-        with self._autocast():
-            if self.ref is not None:
+        if self.ref is not None:  # a plain module on every backend: bf16 compute through autocast
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
+        with self._autocast():
             with self.model.disable_adapter():
                 return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
 

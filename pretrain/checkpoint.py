@@ -96,6 +96,15 @@ def last_good(root: Path) -> Path | None:
     return None
 
 
+def _suspect_or_keep(path: Path) -> bool:
+    """Rotation's view of a checkpoint: an unreadable meta.json counts as good (kept, never deleted) rather than
+    raising on rank 0 between two barriers, where the other ranks would wait forever."""
+    try:
+        return read_meta(path)["suspect"]
+    except ValueError:
+        return False
+
+
 def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine=None, *,
          loss: float | None = None, suspect: bool = False) -> Path:
     """Every rank calls this. `extra` is this rank's own state (loader position, RNG, counters). With a
@@ -127,7 +136,7 @@ def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         dirs = {_step_of(p): p for p in step_dirs(root)}
-        for old in rotation(((n, read_meta(p)["suspect"]) for n, p in dirs.items()), keep):
+        for old in rotation(((n, _suspect_or_keep(p)) for n, p in dirs.items()), keep):
             shutil.rmtree(dirs[old], ignore_errors=True)
     _barrier()
     return final

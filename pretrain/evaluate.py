@@ -25,12 +25,12 @@ def bits_per_byte(loss_nats_sum: float, target_bytes: int) -> float:
 
 
 @torch.no_grad()
-def validation_bpb(model, loader, num_windows: int, token_bytes: torch.Tensor, model_inputs, forward=None,
+def validation_bpb(model, loader, num_windows: int, token_bytes: torch.Tensor, model_inputs,
                    device: torch.device | str = "cpu") -> dict[str, float]:
     """`loader` yields plain (no FIM) validation windows for this rank; `num_windows` is this rank's share;
-    `model_inputs(batch)` makes the forward's keyword arguments (device placement, packed masks); `forward` is
-    what runs them (the model, or a DeepSpeed engine). The caller holds the training autocast. Sums are
-    accumulated on `device`, the one the process group's collectives run on."""
+    `model_inputs(batch)` makes the forward's keyword arguments (device placement, packed masks). The caller
+    holds the training autocast. Sums are accumulated on `device`, the one the process group's collectives
+    run on."""
     from pretrain.loss import token_losses
 
     model.eval()
@@ -42,7 +42,7 @@ def validation_bpb(model, loader, num_windows: int, token_bytes: torch.Tensor, m
     while done < num_windows:
         batch = loader.next_batch()
         labels = batch["labels"].to(device).flatten()
-        losses = token_losses(model, forward or model, model_inputs(batch), labels)
+        losses = token_losses(model, model, model_inputs(batch), labels)
         mask = labels != -100
         nats += losses[mask].double().sum()
         num_bytes += token_bytes[labels[mask]].sum()

@@ -73,8 +73,7 @@ def measure_isolation(forward: Callable[[dict], torch.Tensor], batch: dict, voca
     ids, pos = batch["input_ids"], batch["position_ids"]
     shape = (ids.shape[0], ids.shape[1])
     victim = victim_mask(pos)
-    if bool(victim.all()):
-        return None
+    single = bool(victim.all())  # nothing to leak into; the forwards still run (FSDP2 ranks must run alike)
     g = torch.Generator().manual_seed(seed)
     changed_ids = ids.clone()
     changed_ids[victim] = torch.randint(0, vocab_size, (int(victim.sum()),), generator=g)
@@ -85,6 +84,8 @@ def measure_isolation(forward: Callable[[dict], torch.Tensor], batch: dict, voca
         return forward({**batch, "input_ids": input_ids}).float().reshape(shape).cpu()
 
     base, again, changed = run(ids), run(ids), run(changed_ids)
+    if single:
+        return None
     delta = (changed - base).abs()  # [B, T]
     leak = float(delta[~victim].max())
     signal = float(delta[victim].max())

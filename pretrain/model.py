@@ -78,8 +78,8 @@ class ModelConfig(BaseModel):
 
 def attn_implementation(cfg: ModelConfig) -> str:
     """The configured attention implementation. Not "whatever is importable": flash-attn being installed used to
-    switch a preset to a path that mixed packed documents; every path is now document-isolating by construction
-    (`packed_model_inputs`) and checked at run time by `pretrain.isolation`."""
+    switch a preset to a path that mixed packed documents. `packed_model_inputs` gives every path what it needs
+    to keep documents apart, and `pretrain.isolation` checks at run time that it does."""
     if cfg.attn_implementation is not None:
         return cfg.attn_implementation
     return "eager" if cfg.arch == "sinks" else "sdpa"
@@ -253,8 +253,10 @@ class MoeBalancer:
         self._hooks = [r.register_forward_hook(self._count) for r in self.routers]
 
     def _count(self, module, inputs, output) -> None:
-        # Count training forwards only: not evaluation, not activation-checkpoint recomputation in backward.
-        if not module.training or torch._C._current_graph_task_id() != -1:
+        # Count training forwards only: not evaluation or the isolation probe (no grad), not activation-checkpoint
+        # recomputation in backward. A probe's counts would shift the first bias update after every (re)start and
+        # break exact resume.
+        if not module.training or not torch.is_grad_enabled() or torch._C._current_graph_task_id() != -1:
             return
         topk_indices = output[2]
         n = module.e_score_correction_bias.numel()

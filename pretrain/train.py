@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,7 +45,9 @@ def init_distributed(parallel: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    # one process without torchrun keeps the current GPU (a launcher may set LOCAL_RANK with one visible device)
+    index = local_rank if parallel != "none" else (torch.cuda.current_device() if cuda else 0)
+    device = torch.device("cuda", index) if cuda else torch.device("cpu")
     if cuda:  # before any CUDA work and before the process group: NCCL binds to the current device
         torch.cuda.set_device(device)
     if parallel == "none":
@@ -183,6 +186,9 @@ class Trainer:
         found = checkpoint.step_dirs(self.ckpt_root)
         if not (self.cfg.checkpoint.resume and found):
             return None
+        if checkpoint.read_meta(found[-1])["suspect"]:
+            warnings.warn(f"resuming from {found[-1]}, saved at a loss spike; the last good checkpoint is "
+                          f"{checkpoint.last_good(self.ckpt_root)} (delete the newer ones to roll back)", stacklevel=2)
         extra = checkpoint.load(found[-1], self.model, self.optimizer, self.engine)
         if extra["world_size"] != self.world:
             raise ValueError(f"{found[-1]} was written by {extra['world_size']} ranks, this run has {self.world}")
@@ -215,7 +221,8 @@ class Trainer:
             with self.autocast():
                 return token_losses(self.model, self.model, self.model_inputs(b), b["labels"].to(self.device))
 
-        report = measure_isolation(forward, batch, len(self.tokenizer), self.model.config._attn_implementation)
+        vocab = min(len(self.tokenizer), self.model.get_input_embeddings().num_embeddings)
+        report = measure_isolation(forward, batch, vocab, self.model.config._attn_implementation)
         leaked = torch.tensor(0.0 if report is None or report.isolated else 1.0, device=self.device)
         if dist.is_initialized():
             dist.all_reduce(leaked, op=dist.ReduceOp.MAX)
@@ -259,11 +266,17 @@ class Trainer:
             group["lr"] = group["base_lr"] * mult
         finite = math.isfinite(loss)  # the all-reduced loss: every rank takes the same branch
         if self.engine is not None:  # DeepSpeed clips (gradient_clipping) and steps its partitions
-            self.engine.step()  # (its own overflow check skips a non-finite step)
+            if not finite:  # bf16 ZeRO has no overflow check (fp16 only): it would apply the NaN step
+                raise RuntimeError(f"step {self.step + 1}: loss is {loss} under DeepSpeed, whose bf16 optimizer "
+                                   "applies non-finite steps; stopped before it did. Resume from the last good "
+                                   f"checkpoint: {checkpoint.last_good(self.ckpt_root)}")
+            self.engine.step()
             grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
         else:
             grad_norm = clip_grad_norm([p for p in self.model.parameters() if p.requires_grad], cfg.optim.grad_clip)
-            if finite:  # a NaN/inf loss leaves NaN gradients: stepping would poison every weight
+            # a NaN/inf loss or gradient (the norm is global: the same on every rank) would poison every weight
+            finite = finite and math.isfinite(grad_norm)
+            if finite:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         metrics = self.balancer.step(apply=finite) if self.balancer else {}

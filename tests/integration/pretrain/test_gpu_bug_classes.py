@@ -4,6 +4,8 @@ to train when packed documents mix. tests/gpu runs the collective case on NCCL."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -92,3 +94,28 @@ def test_training_refuses_packed_documents_that_mix(tiny_data, tmp_path, monkeyp
     with pytest.raises(DocumentLeakError, match="attend to each other"):
         trainer.fit()
     assert trainer.step == 0
+
+
+def test_a_non_finite_gradient_skips_the_step(tiny_data, tmp_path, monkeypatch):
+    """A finite loss can still come with an inf/NaN gradient norm (the norm is global, so every rank agrees):
+    that step is skipped too, and the weights stay as they were."""
+    import pretrain.train as train_module
+    from pretrain.train import Trainer
+
+    real = train_module.clip_grad_norm
+    calls = {"n": 0}
+
+    def clip(params, max_norm):
+        calls["n"] += 1
+        norm = real(params, max_norm)
+        return float("inf") if calls["n"] == 2 else norm
+
+    monkeypatch.setattr(train_module, "clip_grad_norm", clip)
+    trainer = Trainer(trainer_config(tmp_path / "run", tiny_data, "train.steps=3", "train.isolation_probe=false"))
+    trainer.train_step()
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    skipped = trainer.train_step()
+    assert skipped["train/step_skipped"] == 1 and math.isfinite(skipped["train/loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert trainer.train_step()["train/step_skipped"] == 0
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))

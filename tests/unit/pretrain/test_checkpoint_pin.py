@@ -134,3 +134,20 @@ def test_last_good_none_and_partial_ignored(tmp_path):
     (root / "step-0000009.partial").mkdir()  # an interrupted save is neither complete nor good
     assert [p.name for p in checkpoint.step_dirs(root)] == ["step-0000001"]
     assert checkpoint.last_good(root) is None
+
+
+def test_an_unreadable_meta_is_kept_not_fatal(tmp_path):
+    """Rotation runs on rank 0 between two barriers: a corrupt meta.json there must not raise (the other ranks
+    would hang); the checkpoint counts as good and is kept."""
+    import torch
+
+    from pretrain import checkpoint
+
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    root = tmp_path / "ckpt"
+    first = checkpoint.save(root, 1, model, opt, {"step": 1}, keep=1, loss=1.0)
+    (first / checkpoint.META).write_text("{not json")
+    checkpoint.save(root, 2, model, opt, {"step": 2}, keep=1, loss=1.0, suspect=True)
+    checkpoint.save(root, 3, model, opt, {"step": 3}, keep=1, loss=1.0, suspect=True)
+    assert [p.name for p in checkpoint.step_dirs(root)] == ["step-0000001", "step-0000003"]

@@ -179,3 +179,33 @@ def test_sinks_with_sdpa_is_a_config_error():
     with pytest.raises(ValidationError, match="no SDPA path"):
         ModelConfig(arch="sinks", attn_implementation="sdpa")
     assert ModelConfig(arch="sinks").attn_implementation is None  # default: eager (attn_implementation())
+
+
+def test_the_probe_runs_its_forwards_even_with_nothing_to_compare():
+    """Under FSDP2 every rank must run the same forwards (each is a round of all-gathers): a rank whose batch
+    holds a single document still runs all three, and reports None."""
+    from pretrain.isolation import measure_isolation
+
+    calls = []
+    batch = {"input_ids": torch.arange(8)[None], "position_ids": torch.arange(8)[None],
+             "labels": torch.arange(1, 9)[None]}
+    report = measure_isolation(lambda b: calls.append(1) or torch.zeros(1, 8), batch, 300, "sdpa")
+    assert report is None and len(calls) == 3
+
+
+def test_the_probe_leaves_moe_router_loads_alone():
+    """The probe runs in training mode without gradients: its forwards must not count as routed tokens, or the
+    first bias update after every (re)start would differ and exact resume would break."""
+    from pretrain.isolation import measure_isolation
+    from pretrain.model import MoeBalancer
+
+    model = cases.tiny_model("cpu", "sdpa", arch="moe")
+    balancer = MoeBalancer(model, rate=0.01)
+    batch = cases.packed_batch()
+    inputs = packed_model_inputs(model, batch["input_ids"], batch["position_ids"])
+    report = measure_isolation(lambda b: token_losses(model, model, packed_model_inputs(
+        model, b["input_ids"], b["position_ids"]), b["labels"]), batch, cases.VOCAB, "sdpa")
+    assert report is not None and report.isolated
+    assert all(load.sum() == 0 for load in balancer.loads.values())
+    model(**inputs).logits.sum().backward()  # a training forward does count
+    assert all(load.sum() > 0 for load in balancer.loads.values())
