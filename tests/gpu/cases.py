@@ -45,11 +45,12 @@ def packed_batch(rows: int = 4, length: int = 64, seed: int = 0) -> dict:
     return {"input_ids": ids, "position_ids": pos, "labels": packed_labels(ids, pos)}
 
 
-def isolation_report(device: str, attn: str, dtype: torch.dtype, leaky: bool = False, arch: str = "dense"):
+def isolation_report(device: str, attn: str, dtype: torch.dtype, leaky: bool = False, arch: str = "dense",
+                     length: int = 64):
     """The trainer's probe on a batch of 4 packed windows. `leaky`: position ids run on across documents, so the
     model cannot tell them apart (the failure the probe exists to catch)."""
     model = tiny_model(device, attn, arch).eval()
-    batch = packed_batch()
+    batch = packed_batch(length=length)
 
     def forward(b: dict) -> torch.Tensor:
         pos = b["position_ids"]

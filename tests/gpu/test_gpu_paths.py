@@ -11,11 +11,16 @@ from tests.gpu import cases
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+# Windows of 64 and 256 tokens: on the H200 (torch 2.11) the flex_attention case failed at 64 tokens without its
+# report being recorded, while flex at the 0.5B preset's 2048 was isolated. Under 128 tokens torch may dispatch
+# flex to its decoding kernel; the two lengths tell whether the window length is what matters.
+@pytest.mark.parametrize("length", [64, 256])
 @pytest.mark.parametrize("attn", ["sdpa", "flex_attention", "eager"])
-def test_packed_documents_stay_apart_with_batches_of_windows(attn):
-    report = cases.isolation_report("cuda", attn, torch.bfloat16)
-    assert report is not None and report.isolated, report
-    assert report.signal > 0.1  # the probe saw a real dependency inside the changed document
+def test_packed_documents_stay_apart_with_batches_of_windows(attn, length):
+    report = cases.isolation_report("cuda", attn, torch.bfloat16, length=length)
+    assert report is not None, "the batch holds a single document"
+    assert report.signal > 0.1, report  # the probe saw a real dependency inside the changed document
+    assert report.isolated, report
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "flex_attention"])
