@@ -132,18 +132,19 @@ class LearnerWorker:
         return [{"prompt_ids": [self.pad_id], "completion_ids": [self.pad_id], "rollout_logprobs": [0.0],
                  "advantage": 0.0}]
 
-    def _autocast(self):
-        """bf16 compute over fp32 weights on the local backend (FSDP2 and DeepSpeed cast themselves)."""
+    def _autocast(self, plain_module: bool = False):
+        """bf16 compute over fp32 weights on the local backend (FSDP2 and DeepSpeed cast themselves), and for a
+        `plain_module` on any backend (the frozen reference, never wrapped)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.bf16 and self.backend == "local")
+                              enabled=self.bf16 and (plain_module or self.backend == "local"))
 
     def _logprobs(self, mb: dict, with_entropy: bool = False):
         with self._autocast():
             return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
-        if self.ref is not None:  # a plain module on every backend: bf16 compute through autocast
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        if self.ref is not None:
+            with self._autocast(plain_module=True):
                 return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
         with self._autocast():
             with self.model.disable_adapter():

@@ -55,15 +55,6 @@ def victim_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def packed_labels(input_ids: torch.Tensor, position_ids: torch.Tensor, ignore: int = -100) -> torch.Tensor:
-    """Next-token labels that stay inside each packed document (the packer's rule): none at a document's last
-    token or at the end of a window."""
-    labels = torch.full_like(input_ids, ignore)
-    same_doc = position_ids[:, 1:] != 0
-    labels[:, :-1] = torch.where(same_doc, input_ids[:, 1:], torch.full_like(input_ids[:, 1:], ignore))
-    return labels
-
-
 @torch.no_grad()
 def measure_isolation(forward: Callable[[dict], torch.Tensor], batch: dict, vocab_size: int,
                       attn_implementation: str, seed: int = 0) -> IsolationReport | None:

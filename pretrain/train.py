@@ -213,9 +213,7 @@ class Trainer:
         all of them."""
         if not self.cfg.train.isolation_probe:
             return None
-        view = LoaderConfigView(self.cfg.data.seq_len, self.cfg.data.micro_batch_size, 0.0, 0.0, self.cfg.data.seed)
-        batch = PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
-                             shuffle=False).next_batch()
+        batch = self.val_loader().next_batch()
 
         def forward(b: dict) -> torch.Tensor:  # the training forward and loss, per token
             with self.autocast():
@@ -291,11 +289,17 @@ class Trainer:
                 **{f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}}
 
     # -- evaluation --------------------------------------------------------------------------------------
-    def run_evals(self) -> dict:
+    def val_loader(self) -> PackedLoader:
+        """Plain (no FIM) windows of the training shape from the validation split, from its start: what the
+        evaluations and the isolation probe read (the training loader's state is never touched)."""
         cfg = self.cfg
         view = LoaderConfigView(cfg.data.seq_len, cfg.data.micro_batch_size, 0.0, 0.0, cfg.data.seed)
-        val_loader = PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
-                                  shuffle=False)
+        return PackedLoader(self.val_store, self.tokenizer, view, self.specials, self.rank, self.world,
+                            shuffle=False)
+
+    def run_evals(self) -> dict:
+        cfg = self.cfg
+        val_loader = self.val_loader()
         per_rank = -(-cfg.eval.val_windows // self.world)
         with self.autocast():  # evaluations see the model in the training compute dtype
             metrics = evaluate.validation_bpb(self.model, val_loader, per_rank, self.token_bytes, self.model_inputs,
@@ -332,10 +336,6 @@ class Trainer:
             metrics = self.train_step()
             dt = time.perf_counter() - t0
             self.step += 1
-            if self.step > start_step + 1:
-                timed_seconds, timed_steps = timed_seconds + dt, timed_steps + 1
-                for key in ("data_s", "fwd_bwd_s", "optimizer_s"):
-                    breakdown[key] = breakdown.get(key, 0.0) + metrics[f"perf/{key}"]
             loss = metrics["train/loss"]
             finite = math.isfinite(loss)
             if finite:  # a NaN must not poison the average every later spike is judged against
@@ -343,17 +343,20 @@ class Trainer:
             step_mfu = mfu(self.flops_per_token, tokens_per_device_step / dt, self.peak_tflops)
             metrics.update({"train/loss_ema": self.loss_ema, "perf/tokens_per_s": tokens_per_device_step / dt,
                             "perf/mfu": step_mfu, "perf/step_s": dt, "perf/peak_memory_gib": peak_memory_gib()})
+            if self.step > start_step + 1:  # the first step of a process pays for compile and warm-up
+                timed_seconds, timed_steps = timed_seconds + dt, timed_steps + 1
+                for key in ("data_s", "fwd_bwd_s", "optimizer_s"):
+                    breakdown[key] = breakdown.get(key, 0.0) + metrics[f"perf/{key}"]
+                recent_mfu.append(step_mfu)
             spike = self.spikes.update(loss)
-            if not finite:
-                alerts.append(f"step {self.step}: loss is {loss}; the optimizer step was skipped and no checkpoint "
-                              "is written")
+            if metrics["train/step_skipped"]:  # train_step's verdict: a non-finite loss or gradient norm
+                alerts.append(f"step {self.step}: loss {loss}, grad norm {metrics['train/grad_norm']}; the "
+                              "optimizer step was skipped" + ("" if finite else " and no checkpoint is written"))
                 monitor.warn(alerts[-1])
             elif spike:
                 alerts.append(f"step {self.step}: loss {loss:.3f} spiked above {cfg.alerts.spike_factor}x its "
                               "recent average; checkpoint saved (suspect: the last good one stays pinned)")
                 monitor.warn(alerts[-1])
-            if self.step > start_step + 1:  # the first step of a process pays for warm-up
-                recent_mfu.append(step_mfu)
             if self.step % cfg.eval.every == 0 or self.step == cfg.train.steps:
                 mean_mfu = sum(recent_mfu) / max(1, len(recent_mfu))
                 if recent_mfu and mean_mfu < cfg.alerts.mfu_floor:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.isolation import measure_isolation, packed_labels
+from pretrain.fim import positions_and_labels
+from pretrain.isolation import measure_isolation
 from pretrain.loss import token_losses
 from pretrain.model import ModelConfig, MoeConfig, build_model, packed_model_inputs
 
@@ -31,18 +32,18 @@ def tiny_model(device: str, attn: str | None = None, arch: str = "dense", seed: 
 
 
 def packed_batch(rows: int = 4, length: int = 64, seed: int = 0) -> dict:
-    """`rows` windows of `length` tokens, each holding 2-4 documents (position ids restart at each), as the
-    packer emits them: every window starts a document."""
+    """`rows` windows of `length` tokens, each holding 2-4 documents, with the packer's own position ids and
+    labels (`fim.positions_and_labels`: positions restart at each document, no label across a boundary);
+    every window starts a document."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB, (rows, length), generator=g)
-    pos = torch.empty((rows, length), dtype=torch.long)
+    rows_pos, rows_labels = [], []
     for r in range(rows):
         cuts = sorted(torch.randperm(length - 2, generator=g)[: 1 + r % 3].add(1).tolist())
-        starts = [0, *cuts]
-        for i, s in enumerate(starts):
-            e = starts[i + 1] if i + 1 < len(starts) else length
-            pos[r, s:e] = torch.arange(e - s)
-    return {"input_ids": ids, "position_ids": pos, "labels": packed_labels(ids, pos)}
+        pos, labels = positions_and_labels(ids[r].tolist(), [0, *cuts])
+        rows_pos.append(pos)
+        rows_labels.append(labels)
+    return {"input_ids": ids, "position_ids": torch.tensor(rows_pos), "labels": torch.tensor(rows_labels)}
 
 
 def isolation_report(device: str, attn: str, dtype: torch.dtype, leaky: bool = False, arch: str = "dense",

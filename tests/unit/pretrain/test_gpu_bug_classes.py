@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.isolation import (DocumentLeakError, IsolationReport, leak_threshold, packed_labels,
-                                require_isolation, victim_mask)
+from pretrain.isolation import DocumentLeakError, IsolationReport, leak_threshold, require_isolation, victim_mask
 from pretrain.loss import ChunkedLossHead, chunked_token_losses, install_chunked_head, token_losses
 from pretrain.model import cu_seqlens, packed_model_inputs
 from tests.gpu import cases
@@ -50,12 +49,6 @@ def test_leak_threshold_by_hand():
     with pytest.raises(DocumentLeakError, match="micro-batches of 2 x 8"):
         require_isolation(report)
     require_isolation(None)  # a single-document batch has nothing to leak into
-
-
-def test_packed_labels_stay_inside_documents():
-    ids = torch.tensor([[10, 11, 12, 13, 14]])
-    pos = torch.tensor([[0, 1, 2, 0, 1]])
-    assert packed_labels(ids, pos).tolist() == [[11, 12, -100, 14, -100]]
 
 
 def test_victim_is_the_first_document_of_the_first_row():
