@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sandbox.flags import check_flags
+
 TaskKind = Literal["function", "stdio", "compile"]
 
 
@@ -50,6 +52,11 @@ class Task:
             raise ValueError(f"task {self.task_id}: kind=stdio needs at least one case")
         if self.kind not in ("function", "stdio", "compile"):
             raise ValueError(f"task {self.task_id}: unknown kind {self.kind!r}")
+        for name in ("flags", "link_flags"):  # task files are untrusted input to g++ (sandbox/flags.py)
+            try:
+                check_flags(getattr(self, name), name)
+            except ValueError as exc:
+                raise ValueError(f"task {self.task_id}: {exc}") from None
 
 
 @dataclass

@@ -69,7 +69,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         mark = "ok " if r["ok"] else "MISSING"
         print(f"[{mark}] {r['name']}: {r['detail']}" + (f"\n        fix: {r['fix']}" if r["fix"] else ""))
     ready = doctor.backends_ready(results)
-    _emit({"backends_ready": ready, "missing": [r["name"] for r in results if not r["ok"]]})
+    exposures = doctor.exposures(results)
+    for backend, exposure in exposures.items():
+        print(f"[note] {backend}: {exposure}")
+    _emit({"backends_ready": ready, "missing": [r["name"] for r in results if not r["ok"]],
+           "exposures": exposures})
     return 0 if any(ready.values()) else 1
 
 
@@ -113,9 +117,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from sandbox.docker_backend import remove_containers
+    """Orphans only (containers whose creating process is gone): a pool running elsewhere on this machine
+    keeps its workers. `--all` removes every sandbox container, live pools' included."""
+    from sandbox.docker_backend import reap_orphans, remove_containers
 
-    _emit({"removed_containers": remove_containers()})
+    if args.all:
+        _emit({"removed_containers": remove_containers(), "scope": "all"})
+    else:
+        _emit({"removed_containers": len(reap_orphans()), "scope": "orphans"})
     return 0
 
 
@@ -137,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     doc.add_argument("--image", default=__import__("sandbox.image").image.DEFAULT_IMAGE)
     doc.set_defaults(func=cmd_doctor)
     sub.add_parser("demo", help="run a few honest and hostile programs").set_defaults(func=cmd_demo)
-    sub.add_parser("gc", help="remove leftover sandbox containers").set_defaults(func=cmd_gc)
+    gc = sub.add_parser("gc", help="remove sandbox containers whose owning process is gone")
+    gc.add_argument("--all", action="store_true", help="also remove containers of pools still running")
+    gc.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
     if args.command == "run" and (args.time_limit <= 0 or args.memory_mb <= 0):
         parser.error("--time-limit and --memory-mb must be > 0")

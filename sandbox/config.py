@@ -23,6 +23,7 @@ class LimitsConfig(BaseModel):
     max_file_mb: int = Field(gt=0)
     max_output_bytes: int = Field(gt=0)
     max_open_files: int = Field(gt=3)
+    stack_mb: int = Field(default=64, gt=0)
 
     def to_limits(self) -> StageLimits:
         return StageLimits(**self.model_dump())
@@ -49,8 +50,18 @@ class SandboxConfig(BaseModel):
     worker_pids: int = Field(default=128, ge=16)
     scratch_mb: int = Field(default=256, ge=16, description="size of each of /work and /tmp")
     shm_mb: int = Field(default=64, ge=1)
+    scratch_inodes: int = Field(default=16384, ge=256, description="files+directories in each scratch tmpfs "
+                                "(Docker; an inode flood is kernel memory no rlimit counts)")
     startup_timeout_s: float = Field(default=60.0, gt=0)
     reply_margin_s: float = Field(default=15.0, gt=0, description="slack over the job's own time limits")
+    wipe_timeout_s: float = Field(
+        default=5.0, gt=0, description="bound on each scratch cleanup in the jail; a jail not clean in time is "
+        "replaced after its job (the job keeps its verdict)")
+    bwrap_cgroup: bool = Field(
+        default=True, description="bwrap: put each jail in a memory+pids cgroup (worker_memory_mb, worker_pids) "
+        "where the host lets us make one (sandbox/cgroup.py)")
+    bwrap_cgroup_parent: Path | None = Field(default=None, description="bwrap on cgroup v2: a delegated "
+                                             "directory whose cgroup.subtree_control enables memory and pids")
     bwrap_cache_dir: Path | None = Field(
         default=None, description="bwrap: world-readable host dir for the runner copy and precompiled "
         "headers (built on first use); default /var/cache/crucible as root, else ~/.cache/crucible")

@@ -1,11 +1,14 @@
 """Docker backend: one long-lived container per worker, the runner as its PID 1, jobs over attached stdio.
 
 Isolation of each container: no network (`network_mode=none`), read-only root file system, tmpfs for
-/work, /tmp and /dev/shm (size-capped), an unprivileged uid unique to the worker (so per-uid process
-limits of one worker never starve another), every capability dropped, no-new-privileges, Docker's default
-seccomp profile (no mount/unshare/ptrace of others/...), a memory cgroup without swap, a pids cgroup and a
-CPU quota. Nothing from the host is visible except the read-only runner script. Jobs pay neither
-`docker run` nor `docker exec`: the runner reads them from its stdin.
+/work, /tmp and /dev/shm (size- and inode-capped), no-new-privileges, Docker's default seccomp profile, a
+memory cgroup without swap, a pids cgroup, a CPU quota, a private IPC namespace and no log driver (the
+runner's replies carry program output and binaries; Docker must keep no copy). The runner is the
+container's root with only CAP_SETUID, CAP_SETGID and CAP_KILL; every job process runs as an unprivileged
+uid unique to the worker (so per-uid process limits of one worker never starve another, and a program cannot
+touch its supervisor) with no capabilities and our own seccomp filter on top of Docker's. Nothing from the
+host is visible except the read-only runner script. Jobs pay neither `docker run` nor `docker exec`: the
+runner reads them from its stdin.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import os
 import select
 import socket
 import time
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException, NotFound
-from docker.types import Ulimit
+from docker.types import LogConfig, Ulimit
 
+from sandbox import hostfiles
 from sandbox.config import SandboxConfig
 from sandbox.image import RUNNER_MOUNT
-from sandbox.worker import RUNNER_PATH, LineReader, WorkerError, decode_reply, encode_request
+from sandbox.worker import (LineReader, WorkerError, check_handshake, decode_reply, encode_request,
+                            handshake)
 
 LABEL = "crucible.sandbox"
 POOL_LABEL = "crucible.sandbox.pool"
@@ -107,19 +113,22 @@ class _Demux:
             self._raw += chunk
 
 
-def prepare(config: SandboxConfig) -> None:
-    """Once per pool: the daemon answers, the image exists, and containers of dead owners are removed."""
+def prepare(config: SandboxConfig) -> Path:
+    """Once per pool: the daemon answers, the image exists, containers of dead owners are removed, and the
+    runner is copied out of the checkout (returns the copy every container mounts read-only)."""
     reap_orphans()
     try:
         client().images.get(config.image)
     except NotFound:
         raise WorkerError(f"sandbox image {config.image} is missing: run `make setup` "
                           "(or scripts/build_sandbox_image.sh)") from None
+    return hostfiles.runner_copy(hostfiles.default_cache_dir())
 
 
 class DockerWorker:
-    def __init__(self, config: SandboxConfig, prepared: None, uid: int, pool_id: str, index: int) -> None:
+    def __init__(self, config: SandboxConfig, prepared: Path, uid: int, pool_id: str, index: int) -> None:
         self.config = config
+        self.runner_path = prepared
         self.uid = uid
         self.pool_id = pool_id
         self.name = f"crucible-sbx-{pool_id}-{index}"
@@ -131,20 +140,23 @@ class DockerWorker:
     def create(self):
         """The container, created but not started (start() attaches to it first, then starts it)."""
         cfg = self.config
-        tmpfs_opts = f"rw,exec,nosuid,nodev,size={cfg.scratch_mb}m,mode=1777"
+        tmpfs_opts = f"rw,exec,nosuid,nodev,size={cfg.scratch_mb}m,nr_inodes={cfg.scratch_inodes},mode=1777"
+        shm_opts = f"rw,noexec,nosuid,nodev,size={cfg.shm_mb}m,nr_inodes={cfg.scratch_inodes},mode=1777"
         return self._client.containers.create(
             cfg.image, ["python3", "-I", "-S", RUNNER_MOUNT, "serve"], name=self.name,
             # detach=False makes docker-py set StdinOnce: when this process dies the attach closes,
             # the runner reads EOF and exits, and auto_remove deletes the container.
-            user=f"{self.uid}:{self.uid}", stdin_open=True, tty=False, detach=False, auto_remove=True,
+            user="0:0", stdin_open=True, tty=False, detach=False, auto_remove=True,
             network_mode="none", read_only=True, working_dir="/work", hostname="sandbox",
-            tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,")},
-            shm_size=f"{cfg.shm_mb}m", mem_limit=f"{cfg.worker_memory_mb}m",
+            tmpfs={"/work": tmpfs_opts, "/tmp": tmpfs_opts.replace(",exec,", ",noexec,"),
+                   "/dev/shm": shm_opts},
+            mem_limit=f"{cfg.worker_memory_mb}m",
             memswap_limit=f"{cfg.worker_memory_mb}m", pids_limit=cfg.worker_pids,
-            nano_cpus=int(cfg.worker_cpus * 1e9), cap_drop=["ALL"],
+            nano_cpus=int(cfg.worker_cpus * 1e9), cap_drop=["ALL"], cap_add=["SETUID", "SETGID", "KILL"],
             security_opt=["no-new-privileges"], environment={},
+            log_config=LogConfig(type=LogConfig.types.NONE),
             ulimits=[Ulimit(name="core", soft=0, hard=0)], ipc_mode="private",
-            volumes={str(RUNNER_PATH): {"bind": RUNNER_MOUNT, "mode": "ro"}},
+            volumes={str(self.runner_path): {"bind": RUNNER_MOUNT, "mode": "ro"}},
             labels={LABEL: "1", POOL_LABEL: self.pool_id, OWNER_LABEL: owner_id()},
         )
 
@@ -158,9 +170,8 @@ class DockerWorker:
             raise WorkerError(f"{self.name}: could not start container: {exc}") from None
         raw = self._sock._sock  # docker-py exposes the raw socket of the hijacked HTTP connection
         self._reader = LineReader(_Demux(raw).read_some)
-        reply = self.request({"op": "ping"}, self.config.startup_timeout_s)
-        if not reply.get("ok"):
-            raise WorkerError(f"{self.name}: bad handshake {reply}")
+        hello = handshake(self.uid, self.config.wipe_timeout_s)
+        check_handshake(self.request(hello, self.config.startup_timeout_s), self.name, self.uid)
 
     def request(self, payload: dict, timeout_s: float) -> dict:
         if self._sock is None or self._reader is None:

@@ -42,6 +42,22 @@ def checks(image: str = DEFAULT_IMAGE) -> list[dict]:
                            "--symlink", "usr/bin", "/bin", "--", "/bin/true"])
         add("bwrap user namespaces", ok, detail or "ok",
             "sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000")
+        root = os.geteuid() == 0
+        add("bwrap separate job uid", root,
+            "root: jobs run as another uid than their runner" if root else
+            "not root: job and runner share one uid (a program can lower its runner's limits)",
+            "run the pool as root, or use the Docker backend")
+        from sandbox.cgroup import available as cgroup_place
+
+        place = cgroup_place()
+        add("bwrap jail cgroup (memory+pids)", place is not None,
+            f"jails get one under {place}" if place else "none writable here: see the note below",
+            "run as root on a cgroup v1 host, or pass a delegated cgroup v2 directory as "
+            "SandboxConfig.bwrap_cgroup_parent")
+    from sandbox.seccomp import available as seccomp_problem
+
+    problem = seccomp_problem()
+    add("seccomp filter (libseccomp)", problem is None, problem or "built", "apt-get install libseccomp2")
     py = "/usr/bin/python3"
     add("jail python3 (bwrap)", os.access(py, os.X_OK), py, "apt-get install python3")
     boost = os.path.exists("/usr/include/boost/any.hpp")
@@ -53,8 +69,23 @@ def checks(image: str = DEFAULT_IMAGE) -> list[dict]:
 
 def backends_ready(results: list[dict]) -> dict[str, bool]:
     ok = {r["name"]: r["ok"] for r in results}
+    seccomp = ok.get("seccomp filter (libseccomp)", False)
     return {
-        "docker": ok.get("docker daemon", False) and ok.get("sandbox image", False),
+        "docker": ok.get("docker daemon", False) and ok.get("sandbox image", False) and seccomp,
         "bwrap": ok.get("bwrap user namespaces", False) and ok.get("g++", False)
-        and ok.get("jail python3 (bwrap)", False),
+        and ok.get("jail python3 (bwrap)", False) and seccomp,
     }
+
+
+def exposures(results: list[dict]) -> dict[str, str]:
+    """What no check can fix on this host, per backend: printed by `doctor`, stated in docs/sandbox.md."""
+    ok = {r["name"]: r["ok"] for r in results}
+    out = {}
+    if not ok.get("bwrap jail cgroup (memory+pids)", True):
+        out["bwrap"] = ("no cgroup: a jail's memory outside RLIMIT_AS (tmpfs inodes, pipe and socket "
+                        "buffers) is bounded only by rlimits, the seccomp filter, CPU/wall limits and the "
+                        "cleanup deadline; use Docker where a worker's total memory must be capped")
+    if not ok.get("bwrap separate job uid", True):
+        out["bwrap-uid"] = ("job and runner share one uid: a program can lower its runner's limits and "
+                            "priority")
+    return out

@@ -34,7 +34,8 @@ def classify_run(outcome: dict, limits: StageLimits) -> tuple[Verdict, str]:
         if code in (errno.ENOMEM, errno.E2BIG):
             return Verdict.MEMORY_LIMIT, "program image does not fit the memory limit"
         return Verdict.RUNTIME_ERROR, f"exec failed: {errno.errorcode.get(code, code)}"
-    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and outcome["cpu_s"] >= limits.cpu_s):
+    # cpu_s is the whole stage's (every process, see runner.execute), compared on a clean exit too.
+    if sig == signal.SIGXCPU or outcome["cpu_s"] > limits.cpu_s:
         return Verdict.TIME_LIMIT, f"CPU time exceeded {limits.cpu_s}s"
     if sig == signal.SIGXFSZ:
         return Verdict.OUTPUT_LIMIT, f"file size exceeded {limits.max_file_mb} MB"
@@ -61,6 +62,18 @@ def exec_result(outcome: dict, verdict: Verdict, detail: str) -> ExecResult:
         stdout_truncated=out_trunc or outcome.get("output_bytes", 0) > len(stdout.encode()),
         stderr_truncated=err_trunc, detail=detail,
     )
+
+
+def compile_is_deterministic(outcome: dict, limits: StageLimits) -> bool:
+    """May this compile outcome be reused for the same sources? A binary, yes. A compile error only when the
+    compiler itself reported it, exited normally, and stayed well inside its time limits: a compile that ran
+    out of time under load (or was killed) says nothing about the next try."""
+    if outcome.get("exit_code") == 0 and not outcome.get("killed_for"):
+        return True
+    return (outcome.get("killed_for") is None and outcome.get("signal") is None
+            and outcome.get("exit_code") is not None
+            and float(outcome.get("cpu_s", 0.0)) < 0.5 * limits.cpu_s
+            and float(outcome.get("wall_s", 0.0)) < 0.5 * limits.wall_s)
 
 
 def judge_compile(outcome: dict) -> ExecResult:

@@ -9,7 +9,16 @@ Binaries are read back from the jail right after compiling, before any untrusted
 
 Infrastructure failures (a jail that dies, hangs or answers garbage) restart that worker and put the
 job back at the front of the queue for the next free worker; after `max_retries` the job's verdict is
-SANDBOX_ERROR. A program cannot cause SANDBOX_ERROR by misbehaving: that is what the runner contains.
+SANDBOX_ERROR. A program cannot cause SANDBOX_ERROR by misbehaving: that is what the runner contains. When
+the runner answers but cannot clean up after a job in bounded time (a tree too large to remove), the job
+keeps its own verdict and only the worker is replaced.
+
+Only what the program alone decides is cached: a binary, or a compile error the compiler reported well
+inside its limits. A compile that hit a time limit (under load, say) is judged but never reused.
+
+Every worker is started, restarted and served by one long-lived thread of the pool: bubblewrap's
+--die-with-parent is tied to the thread that started the jail, and the caller's thread may end at any time
+(CppReward starts its pool lazily in whichever thread scores first).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from sandbox import bwrap_backend, docker_backend
 from sandbox.config import SandboxConfig
-from sandbox.judge import judge_compile, judge_job
+from sandbox.judge import compile_is_deterministic, judge_compile, judge_job
 from sandbox.types import ExecResult, Job, Result, Verdict
 from sandbox.worker import Worker, WorkerError
 
@@ -44,6 +53,7 @@ class _Compiled:
 
     compile: ExecResult
     binary_b64: str | None
+    deterministic: bool = True  # False: judged, never cached (see compile_is_deterministic)
 
 
 class _BinaryCache:
@@ -94,6 +104,7 @@ class PoolStats:
     retries: int = 0
     sandbox_errors: int = 0
     worker_restarts: int = 0
+    unclean_restarts: int = 0  # workers replaced after a job whose verdict stood (cleanup did not finish)
     seconds_busy: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -121,17 +132,31 @@ class SandboxPool:
             worker_cls(self.config, prepared, uid_base + i, self.pool_id, i)
             for i in range(self.config.num_workers)
         ]
-        try:
-            for worker in self._workers:
-                worker.start()
-        except BaseException:
-            self.close()
-            raise
-        for worker in self._workers:
-            thread = threading.Thread(target=self._serve, args=(worker,), name=worker.name, daemon=True)
+        started = [threading.Event() for _ in self._workers]
+        errors: list[BaseException | None] = [None] * len(self._workers)
+        for i, worker in enumerate(self._workers):
+            thread = threading.Thread(target=self._own, args=(worker, started[i], errors, i),
+                                      name=worker.name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        for event in started:
+            event.wait()
+        failed = [e for e in errors if e is not None]
+        if failed:
+            self.close()
+            raise failed[0]
         return self
+
+    def _own(self, worker: Worker, started: threading.Event, errors: list, i: int) -> None:
+        """The thread that owns `worker` for the pool's lifetime: starts it, then serves jobs on it."""
+        try:
+            worker.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
+            errors[i] = exc
+            return
+        finally:
+            started.set()
+        self._serve(worker)
 
     def close(self) -> None:
         with self._cv:
@@ -211,7 +236,7 @@ class SandboxPool:
 
         def on_lead_done(result: Result, compiled: _Compiled | None) -> None:
             finish(lead, result)
-            if compiled is not None and self.config.dedupe:
+            if compiled is not None and compiled.deterministic and self.config.dedupe:
                 self._cache.put(key, compiled)
             for indices in followers:
                 if compiled is None:  # the lead hit an infrastructure failure: compile independently
@@ -267,17 +292,13 @@ class SandboxPool:
             "runs": [{"stdin_b64": base64.b64encode(t.stdin).decode(), "args": list(t.args)} for t in job.tests],
             "stop_on_failure": job.stop_on_failure,
         }
-        budget = len(job.tests) * job.run_limits.wall_s + self.config.reply_margin_s
-        if task.binary_b64 is None:
-            budget += job.compile_limits.wall_s
+        budget = self.reply_budget(job, compile=task.binary_b64 is None)
         task.attempts += 1
         started = time.monotonic()
         try:
             reply = worker.request(payload, budget)
             if reply.get("id") != payload["id"]:
                 raise WorkerError(f"{worker.name}: reply for another request")
-            if not reply.get("clean", False):
-                raise WorkerError(f"{worker.name}: jail not clean after the job")
         except WorkerError as exc:
             self._on_worker_failure(worker, task, exc)
             return
@@ -286,7 +307,8 @@ class SandboxPool:
         try:
             if reply.get("compile") is not None:
                 compile_result = judge_compile(reply["compile"])
-                compiled = _Compiled(compile_result, reply.get("binary_b64"))
+                compiled = _Compiled(compile_result, reply.get("binary_b64"),
+                                     compile_is_deterministic(reply["compile"], job.compile_limits))
             result = judge_job(job, reply, compile_result)
         except (KeyError, TypeError, ValueError) as exc:  # a reply we cannot interpret is the jail's fault
             self._on_worker_failure(worker, task, WorkerError(f"{worker.name}: bad reply: {exc!r}"))
@@ -297,6 +319,18 @@ class SandboxPool:
             self.stats.compiles += compile_result is not None
             self.stats.seconds_busy += time.monotonic() - started
         task.on_done(result, compiled)
+        if not reply.get("clean", False):  # the verdict stands; the worker is replaced
+            log.warning("sandbox worker %s not clean after a job; replacing it", worker.name)
+            with self._stats_lock:
+                self.stats.unclean_restarts += 1
+            self._restart(worker)
+
+    def reply_budget(self, job: Job, compile: bool) -> float:
+        """How long a runner may take to answer: the job's own wall limits, a cleanup deadline before and
+        after each stage, and a margin. Past it the worker counts as hung."""
+        stages = len(job.tests) + (1 if compile else 0)
+        budget = len(job.tests) * job.run_limits.wall_s + (job.compile_limits.wall_s if compile else 0.0)
+        return budget + (stages + 2) * self.config.wipe_timeout_s + self.config.reply_margin_s
 
     def _on_worker_failure(self, worker: Worker, task: _Task, exc: WorkerError) -> None:
         log.warning("sandbox worker %s failed (%s); restarting", worker.name, exc)
@@ -312,6 +346,13 @@ class SandboxPool:
                 self.stats.sandbox_errors += 1
             task.on_done(Result(Verdict.SANDBOX_ERROR, attempts=task.attempts, error=str(exc),
                                 tests_total=len(task.job.tests)), None)
+        self._restart(worker, closed=True)
+
+    def _restart(self, worker: Worker, closed: bool = False) -> None:
+        if not closed:
+            worker.close()
+            with self._stats_lock:
+                self.stats.worker_restarts += 1
         for attempt in range(5):
             try:
                 worker.start()

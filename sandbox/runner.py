@@ -9,11 +9,19 @@ stdout/stderr and nothing else.
 Why PID 1: inside its PID namespace the init process cannot be killed by a signal it has no handler for,
 so `kill(-1, SIGKILL)` from a job (or from us) ends every other process and never the runner. After each
 stage we sweep with `kill(-1, SIGKILL)`, which is how orphaned daemons and escaped process groups die.
-The runner makes itself non-dumpable, so a job running as the same uid can neither ptrace it nor open
-`/proc/1/fd/*` or `/proc/1/mem` to forge a reply.
 
-Per stage limits are rlimits set in the forked child before exec (CPU, address space, stack, file size,
-processes, open files, no core dumps) plus a wall-clock deadline and an output-byte cap enforced here.
+Supervisor and program have different credentials (when the jail gives the runner root with CAP_SETUID/
+CAP_SETGID/CAP_KILL, as both backends do when started as root): every job process drops to the worker's
+own unprivileged uid, with no capabilities, no_new_privs and the seccomp filter of sandbox/seccomp.py,
+before exec.
+So a program can neither prlimit, renice, re-pin, ptrace nor signal the runner, and cannot open its
+/proc files. Scratch cleanup runs as the job's uid too (in a helper process), so it can undo anything a
+program could build, in bounded time.
+
+Per stage limits are rlimits set in the forked child before exec (CPU, address space, a separate stack
+limit, file size, processes, open files, no core dumps) plus a wall-clock deadline and an output-byte cap
+enforced here. CPU time is accounted for the whole stage: every process of the stage ends as a child of
+PID 1 (directly, or reparented when its parent died), and its rusage comes back when we reap it.
 The jail adds what rlimits cannot (network, file system view, cgroup memory/pids for Docker).
 """
 
@@ -26,6 +34,7 @@ import hashlib
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -46,6 +55,74 @@ JOB_ENV = {
 # Flags that only matter at link time, or only change diagnostics: they do not affect PCH validity.
 _PCH_NEUTRAL_PREFIXES = ("-l", "-L", "-Wl,", "-W", "-pedantic", "-fdiagnostics")
 _PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+DEFAULT_STACK_MB = 64
+WIPE_TIMEOUT_S = 5.0  # per cleanup, unless the handshake says otherwise (SandboxConfig.wipe_timeout_s)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class JobIdentity:
+    """Who job processes run as, and the syscall filter they run under (set by the host's handshake)."""
+
+    uid: int | None = None  # None: same credentials as the runner (a non-root bubblewrap host)
+    wipe_timeout_s: float = WIPE_TIMEOUT_S
+    seccomp: tuple | None = None  # (_SockFprog, its buffer): kept alive for every fork
+    cgroup_procs: str | None = None  # bwrap: the jobs' cgroup (memory apart from ours, see sandbox/cgroup.py)
+
+
+def configure(job_uid: int | None, seccomp_b64: str | None, wipe_timeout_s: float = WIPE_TIMEOUT_S,
+              cgroup_procs: str | None = None) -> None:
+    if job_uid is not None and os.getuid() != 0:
+        raise PermissionError(f"job uid {job_uid} requested but the runner is uid {os.getuid()}, not root")
+    JobIdentity.uid = job_uid
+    JobIdentity.wipe_timeout_s = float(wipe_timeout_s)
+    JobIdentity.cgroup_procs = cgroup_procs
+    JobIdentity.seccomp = None
+    if seccomp_b64:
+        code = base64.b64decode(seccomp_b64)
+        buf = ctypes.create_string_buffer(code, len(code))
+        JobIdentity.seccomp = (_SockFprog(len(code) // 8, ctypes.addressof(buf)), buf)
+
+
+def _become_job() -> None:
+    """In a forked child: move to the jobs' cgroup, drop to the job's credentials and filter (irreversible).
+    Raises on failure."""
+    if JobIdentity.cgroup_procs is not None:
+        with open(JobIdentity.cgroup_procs, "w") as f:
+            f.write(str(os.getpid()))
+    if JobIdentity.uid is not None:
+        os.setgroups([])
+        os.setgid(JobIdentity.uid)
+        os.setuid(JobIdentity.uid)  # from root to another uid: every capability is gone
+    if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                   ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if JobIdentity.seccomp is not None:
+        prog = JobIdentity.seccomp[0]
+        if _LIBC.prctl(_PR_SET_SECCOMP, ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                       ctypes.c_void_p(ctypes.addressof(prog)), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
+def check_identity() -> None:
+    """Fork a child that becomes the job identity and exits: a filter the kernel rejects, or a uid we
+    cannot take, fails the handshake (the host's problem), never a job."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _become_job()
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise RuntimeError(f"cannot run jobs as uid {JobIdentity.uid} under the seccomp filter")
 SOURCE_SUFFIXES = (".cpp", ".cc", ".cxx", ".c++", ".C")  # translation units; other files are headers
 
 
@@ -93,11 +170,15 @@ def _apply_limits(limits: dict) -> None:
     cpu = max(1, int(limits["cpu_s"] + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_STACK, (mem, mem))
+    # Not the address-space limit: glibc sizes every thread's stack from RLIMIT_STACK, so a stack limit as
+    # large as the address space leaves no room for a second thread.
+    stack = min(int(limits.get("stack_mb", DEFAULT_STACK_MB)) << 20, mem)
+    resource.setrlimit(resource.RLIMIT_STACK, (stack, stack))
     fsize = int(limits["max_file_mb"]) << 20
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    # NPROC counts every process of this uid, the runner (and bwrap's monitor) included.
-    nproc = int(limits["max_processes"]) + 2
+    # NPROC counts every process of the job's uid: only the job's own when the runner is another uid; the
+    # runner (and bwrap's monitor) too when they share one.
+    nproc = int(limits["max_processes"]) + (0 if JobIdentity.uid is not None else 2)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     nofile = int(limits["max_open_files"])
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
@@ -125,6 +206,8 @@ def _spawn(argv: list[str], limits: dict, stdin_fd: int, out_w: int, err_w: int,
         os.closerange(report_w + 1, 65536)
         os.chdir(WORK_DIR)
         _apply_limits(limits)
+        os.umask(0o022)  # the runner reads the compiler's output; nothing else shares the jail
+        _become_job()
         os.execve(argv[0], argv, JOB_ENV)
     except BaseException as exc:  # noqa: BLE001 - report any exec failure to the parent
         code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
@@ -188,12 +271,14 @@ def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
     sel.register(pidfd, selectors.EVENT_READ)
     deadline = start + float(limits["wall_s"])
     exited = False
+    reaped: dict = {}  # pid -> (status, rusage) of every process of this stage, as they end
     while not exited and killed_for is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             killed_for = "wall_limit"
             break
-        for key, _ in sel.select(remaining):
+        _reap_zombies(reaped)  # orphans reparented to us: their CPU counts, and zombies hold NPROC slots
+        for key, _ in sel.select(min(remaining, 0.05)):
             if key.fd == pidfd:
                 exited = True
                 continue
@@ -202,15 +287,18 @@ def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
                 sel.unregister(key.fd)
             if total > cap:
                 killed_for = "output_limit"
-    reaped: dict = {}
     if killed_for:
         kill_all_others(reaped)
-    if pid in reaped:
-        status, usage = reaped.pop(pid)
-    else:
+    if pid not in reaped:
         _, status, usage = os.wait4(pid, 0)
+        reaped[pid] = (status, usage)
     wall = time.monotonic() - start
-    kill_all_others()  # daemons and stray children die with the stage
+    kill_all_others(reaped)  # daemons and stray children die with the stage
+    status, usage = reaped[pid]
+    # The whole stage's CPU: the main process (with the children it waited for) plus every other process
+    # that ended as our child. RLIMIT_CPU alone is per process: 16 forks x the limit would pass.
+    cpu = sum(u.ru_utime + u.ru_stime for _, u in reaped.values())
+    peak_kb = max(u.ru_maxrss for _, u in reaped.values())
     for fd in list(streams):  # all writers are dead now: drain to EOF
         if fd in sel.get_map():
             while True:
@@ -227,9 +315,10 @@ def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "killed_for": killed_for,
         "exec_errno": int(exec_error) if exec_error else None,
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 4),
+        "cpu_s": round(cpu, 4),
         "wall_s": round(wall, 4),
-        "memory_mb": round(usage.ru_maxrss / 1024, 2),
+        "memory_mb": round(peak_kb / 1024, 2),
+        "processes": len(reaped),
         "stdout_b64": base64.b64encode(bytes(streams[out_r][:cap])).decode(),
         "stderr_b64": base64.b64encode(bytes(streams[err_r][:cap])).decode(),
         "output_bytes": total,
@@ -250,36 +339,140 @@ def _read_some(fd: int, buf: bytearray, total: int, cap: int, blocking: bool = F
     return total + len(chunk), False
 
 
-def _make_writable(func, path, _exc) -> None:
+def _wipe_entry(top_fd: int, name: str, fresh: list[int]) -> bool:
+    """Remove `name` from the directory `top_fd`, or make progress towards it. True if anything changed.
+
+    A directory is emptied one level at a time: its files are unlinked and its subdirectories are moved up
+    into `top_fd` (hoisted), so a tree of any depth is removed without recursion, long paths or one open
+    descriptor per level. Modes are fixed first (a mode-000 directory can be neither listed nor moved)."""
     try:
-        os.chmod(os.path.dirname(path), stat.S_IRWXU)
-        os.chmod(path, stat.S_IRWXU)
+        st = os.lstat(name, dir_fd=top_fd)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):  # files, symlinks (never followed), fifos, sockets
+        try:
+            os.unlink(name, dir_fd=top_fd)
+            return True
+        except OSError:
+            return False
+    try:
+        os.rmdir(name, dir_fd=top_fd)
+        return True
     except OSError:
         pass
     try:
-        func(path)
+        if st.st_mode & 0o700 != 0o700:
+            os.chmod(name, 0o700, dir_fd=top_fd)  # a directory (lstat), and nothing else runs now
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top_fd)
     except OSError:
-        pass
+        return False
+    changed = False
+    try:
+        for child in os.listdir(sub):
+            try:
+                cst = os.lstat(child, dir_fd=sub)
+                if not stat.S_ISDIR(cst.st_mode):
+                    os.unlink(child, dir_fd=sub)
+                    changed = True
+                    continue
+                if cst.st_mode & 0o700 != 0o700:  # moving a directory needs write permission on it
+                    os.chmod(child, 0o700, dir_fd=sub)
+            except OSError:
+                continue
+            for _ in range(100):  # a program may have made names like ours: take the next one
+                fresh[0] += 1
+                try:
+                    os.rename(child, f".wipe-{fresh[0]}", src_dir_fd=sub, dst_dir_fd=top_fd)
+                    changed = True
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                        break
+    finally:
+        os.close(sub)
+    return changed
 
 
-def wipe_scratch() -> None:
-    """Empty every writable place so nothing persists to the next job."""
+def wipe_dir(top: str, deadline: float) -> bool:
+    """Empty `top` (not itself) before `deadline`; True when it is empty."""
+    try:
+        top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return True
+    fresh = [0]
+    try:
+        while time.monotonic() < deadline:
+            names = os.listdir(top_fd)
+            if not names:
+                return True
+            changed = False
+            for name in names:
+                if time.monotonic() >= deadline:
+                    return False
+                changed |= _wipe_entry(top_fd, name, fresh)
+            if not changed:
+                return False
+        return not os.listdir(top_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(top_fd)
+
+
+def _wipe_all(deadline: float) -> None:
+    for top in SCRATCH_DIRS:
+        wipe_dir(top, deadline)
+    if _sysv_ipc_in_use():  # the seccomp filter denies SysV IPC; this is the second line
+        subprocess.run(["ipcrm", "--all"], capture_output=True, env=JOB_ENV, check=False,
+                       timeout=max(0.1, deadline - time.monotonic()))
+
+
+def wipe_scratch(timeout_s: float | None = None) -> bool:
+    """Empty every writable place so nothing persists to the next job; True when all is clean.
+
+    What the program made is removed by a helper running as the job's uid (it owns those files, so mode
+    bits cannot stop it, and the runner needs no file capabilities); then the runner removes its own files.
+    Bounded by `timeout_s`: a tree too large to remove in time leaves the jail unclean, and the host replaces
+    the worker while the job keeps its verdict."""
+    deadline = time.monotonic() + (JobIdentity.wipe_timeout_s if timeout_s is None else timeout_s)
+    if scratch_is_clean():
+        return True
+    if JobIdentity.uid is not None and _job_left_something():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setgid(JobIdentity.uid)
+                os.setuid(JobIdentity.uid)
+                _wipe_all(deadline)
+            finally:
+                os._exit(0)
+        pidfd = os.pidfd_open(pid)
+        try:
+            if not select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+        os.waitpid(pid, 0)
+    try:  # our own files (sources, the binary) are few: they get a second of their own
+        _wipe_all(max(deadline, time.monotonic() + 1.0))
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return scratch_is_clean()
+
+
+def _job_left_something() -> bool:
+    """Anything in scratch not owned by the runner (the common trivial run leaves only our binary, which
+    the runner removes itself without forking a helper)."""
+    me = os.getuid()
     for top in SCRATCH_DIRS:
         try:
-            entries = os.listdir(top)
+            with os.scandir(top) as entries:
+                if any(e.stat(follow_symlinks=False).st_uid != me for e in entries):
+                    return True
         except OSError:
-            continue
-        for name in entries:
-            path = os.path.join(top, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, onerror=_make_writable)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-    if _sysv_ipc_in_use():
-        subprocess.run(["ipcrm", "--all"], capture_output=True, env=JOB_ENV, check=False)
+            return True
+    return _sysv_ipc_in_use()
 
 
 def _sysv_ipc_in_use() -> bool:
@@ -294,17 +487,45 @@ def _sysv_ipc_in_use() -> bool:
 
 
 def scratch_is_clean() -> bool:
-    return all(not os.path.exists(d) or not os.listdir(d) for d in SCRATCH_DIRS)
+    try:
+        empty = all(not os.path.exists(d) or not os.listdir(d) for d in SCRATCH_DIRS)
+        return empty and not _sysv_ipc_in_use()
+    except OSError:
+        return False
 
 
 def _find(name: str) -> str:
     return shutil.which(name, path=JOB_ENV["PATH"]) or name
 
 
-def _install_binary(prog: str, data: bytes) -> None:
-    with open(prog, "wb") as f:
-        f.write(data)
-    os.chmod(prog, 0o755)
+def _install_binary(data: bytes) -> str:
+    """Our copy of the binary, owned by the runner (the program can run it but not replace it: /work is
+    sticky and ours). Returns its path: /work/prog, or a fresh name if something we could not remove holds
+    that one (a cleanup that ran out of time must not fail the job)."""
+    for name in ("prog", f"prog-{time.monotonic_ns()}"):
+        path = os.path.join(WORK_DIR, name)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        except OSError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+    raise OSError(errno.EEXIST, "cannot install the binary in /work")
+
+
+def _write_sources(src_dir: str, files: dict[str, str]) -> list[str]:
+    """Write the job's files; returns the translation units in sorted order, the order Job.compile_key
+    hashes them in (link order decides static initialisation order, so it must follow the cache key)."""
+    os.mkdir(src_dir, 0o755)
+    for name, text in files.items():
+        with open(os.path.join(src_dir, name), "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+    return [os.path.join(src_dir, n) for n in sorted(files) if n.endswith(SOURCE_SUFFIXES)]
 
 
 def run_job(req: dict) -> dict:
@@ -312,17 +533,9 @@ def run_job(req: dict) -> dict:
     prog = os.path.join(WORK_DIR, "prog")
     if req.get("binary_b64"):
         binary = base64.b64decode(req["binary_b64"])
-        _install_binary(prog, binary)
     else:
         src_dir = os.path.join(WORK_DIR, "src")
-        os.makedirs(src_dir)
-        sources = []
-        for name, text in req["files"].items():
-            path = os.path.join(src_dir, name)
-            with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(text)
-            if name.endswith(SOURCE_SUFFIXES):
-                sources.append(path)
+        sources = _write_sources(src_dir, req["files"])
         compile_flags, link_flags = split_flags(list(req["flags"]))
         pch_dir = os.path.join(PCH_ROOT, pch_key(compile_flags))
         include_pch = ["-I", pch_dir] if os.path.isdir(pch_dir) else []
@@ -330,21 +543,24 @@ def run_job(req: dict) -> dict:
                 *fast_linker_flags(list(req["flags"]))]
         reply["compile"] = result = execute(argv, req["compile_limits"])
         reply["compile"]["used_pch"] = bool(include_pch)
-        # Sources (tests included) must never be visible to the program at run time.
-        shutil.rmtree(src_dir, onerror=_make_writable)
         ok = result["exit_code"] == 0 and result["killed_for"] is None and os.path.isfile(prog)
+        binary = b""
+        if ok:
+            with open(prog, "rb") as f:  # read before any untrusted code has run
+                binary = f.read()
+        # Sources (tests included), and whatever the compiler left in /tmp, must never be visible to the
+        # program at run time: the run stage starts from empty scratch and our copy of the binary.
+        reply["compile"]["clean"] = wipe_scratch()
         if not ok:
             return reply
-        with open(prog, "rb") as f:  # read before any untrusted code has run
-            binary = f.read()
         if req.get("return_binary") and len(binary) <= int(req.get("max_binary_bytes", 64 << 20)):
             reply["binary_b64"] = base64.b64encode(binary).decode()
     for i, run in enumerate(req["runs"]):
-        if i:  # each test starts from the same state; the binary comes from our copy, not the file a
-            wipe_scratch()  # previous run could have replaced
-            _install_binary(prog, binary)
+        if i:  # each test starts from the same state
+            wipe_scratch()
+        installed = _install_binary(binary)
         stdin = base64.b64decode(run.get("stdin_b64", ""))
-        outcome = execute([prog, *run.get("args", [])], req["run_limits"], stdin)
+        outcome = execute([installed, *run.get("args", [])], req["run_limits"], stdin)
         reply["runs"].append(outcome)
         if req.get("stop_on_failure") and (outcome["exit_code"] != 0 or outcome["killed_for"]):
             break
@@ -355,23 +571,28 @@ def serve() -> int:
     if os.getpid() != 1:  # kill(-1) would hit the caller's whole session outside a PID namespace
         print("runner: refusing to serve outside a PID namespace (must be PID 1)", file=sys.stderr)
         return 2
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _LIBC.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)  # no handlers: init ignores what it does not handle
-    os.umask(0o077)
+    os.umask(0o022)  # the job's uid reads the sources we write
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     for line in inp:
         try:
             req = json.loads(line)
             if req.get("op") == "ping":
-                reply = {"ok": True, "uid": os.getuid(), "clean": scratch_is_clean()}
+                if "job_uid" in req:
+                    configure(req["job_uid"], req.get("seccomp_b64"),
+                              req.get("wipe_timeout_s", WIPE_TIMEOUT_S), req.get("job_cgroup_procs"))
+                    check_identity()
+                reply = {"ok": True, "uid": os.getuid(), "job_uid": JobIdentity.uid,
+                         "seccomp": JobIdentity.seccomp is not None, "clean": scratch_is_clean()}
             else:
                 kill_all_others()
                 wipe_scratch()
                 reply = run_job(req)
+                # The job's verdict stands whatever cleanup finds; an unclean jail only retires the worker.
                 kill_all_others()
-                wipe_scratch()
-                reply["clean"] = scratch_is_clean()
+                reply["clean"] = wipe_scratch()
         except Exception as exc:  # noqa: BLE001 - any failure here is the sandbox's, not the job's
             reply = {"id": None, "runner_error": f"{type(exc).__name__}: {exc}"}
         out.write(json.dumps(reply).encode() + b"\n")

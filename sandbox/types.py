@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from sandbox.flags import check_flags
 from sandbox.image import DEFAULT_FLAGS
 from sandbox.runner import SOURCE_SUFFIXES
 
@@ -34,6 +35,9 @@ class StageLimits:
     max_file_mb: int = 16
     max_output_bytes: int = 1 << 20
     max_open_files: int = 64
+    # Separate from memory_mb: glibc gives every thread a stack of RLIMIT_STACK, so a stack limit equal to
+    # the address space would leave no room for std::thread, std::async or OpenMP.
+    stack_mb: int = 64
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -82,6 +86,7 @@ class Job:
                 raise ValueError(f"Job.files: invalid file name {name!r} (plain names only)")
         if not any(n.endswith(SOURCE_SUFFIXES) for n in self.files):
             raise ValueError("Job.files has no C++ translation unit (.cpp/.cc/.cxx)")
+        check_flags(self.flags, "Job.flags")
         if self.compile_only and self.tests:
             raise ValueError("Job.tests must be empty when compile_only=True")
         if not self.tests and not self.compile_only:

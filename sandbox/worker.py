@@ -65,5 +65,21 @@ def decode_reply(line: bytes, name: str) -> dict:
     return reply
 
 
+def handshake(job_uid: int | None, wipe_timeout_s: float) -> dict:
+    """The first request to every runner: the uid its jobs run as (None: the runner's own, on a non-root
+    bubblewrap host) and the seccomp filter they run under (sandbox/seccomp.py)."""
+    import base64
+
+    from sandbox.seccomp import program_filter_bpf
+
+    return {"op": "ping", "job_uid": job_uid, "wipe_timeout_s": wipe_timeout_s,
+            "seccomp_b64": base64.b64encode(program_filter_bpf()).decode()}
+
+
+def check_handshake(reply: dict, name: str, job_uid: int | None) -> None:
+    if not reply.get("ok") or reply.get("job_uid") != job_uid or not reply.get("seccomp"):
+        raise WorkerError(f"{name}: bad handshake {reply}")
+
+
 def encode_request(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"

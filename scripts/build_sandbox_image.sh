@@ -16,9 +16,14 @@ suite=${DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}
 root=$(mktemp -d /var/tmp/crucible-rootfs.XXXXXX)
 cleanup() { umount "$root/proc" 2>/dev/null || true; rm -rf "$root"; }
 trap cleanup EXIT
-echo "debootstrap $suite from $mirror into $root" >&2
-debootstrap --variant=minbase --include=g++,libboost-dev,libssl-dev,python3,util-linux \
-  "$suite" "$root" "$mirror" >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; exit 1; }
+# Release files must carry a valid Debian signature: --force-check-gpg aborts instead of silently skipping the
+# check when the keyring is missing (debootstrap's default then is to warn and go on).
+keyring=${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+[ -s "$keyring" ] || { echo "no Debian archive keyring at $keyring (apt-get install debian-archive-keyring)" >&2; exit 1; }
+echo "debootstrap $suite from $mirror into $root (signatures checked against $keyring)" >&2
+debootstrap --force-check-gpg --keyring="$keyring" --variant=minbase \
+  --include=g++,libboost-dev,libssl-dev,python3,util-linux \
+  "$suite" "$root" "$mirror" >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"
 
 mount -t proc proc "$root/proc"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 stamp_dir=.venv/.crucible
 log() { echo "[setup] $*" >&2; }
 
-apt_packages=(docker.io bubblewrap debootstrap g++ libboost-dev libssl-dev python3 python3-venv util-linux)
+apt_packages=(docker.io bubblewrap debootstrap debian-archive-keyring libseccomp2 g++ libboost-dev libssl-dev python3 python3-venv util-linux)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

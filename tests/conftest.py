@@ -79,6 +79,11 @@ def _jail_processes() -> list[str]:
 def no_leaks_after_session():
     yield
     leaks = _jail_processes()
+    from sandbox import cgroup
+
+    cgroup.reap_orphans()  # jails of pools SIGKILLed by the Ray fault tests (the next pool reaps them too)
+    for parent in (cgroup.v1_parents() or {}).values():  # bwrap jails' cgroups go with their workers
+        leaks += [str(d) for d in parent.glob("crucible-bwrap-*")]
     if _docker_ready() is None:
         from sandbox.docker_backend import leaked_containers, reap_orphans
 

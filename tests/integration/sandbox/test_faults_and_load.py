@@ -129,8 +129,8 @@ def test_a_container_orphaned_before_it_started_is_removed_by_the_next_pool(make
     from sandbox.docker_backend import leaked_containers
 
     code = ("import os, signal\nfrom sandbox.config import SandboxConfig\n"
-            "from sandbox.docker_backend import DockerWorker\n"
-            "DockerWorker(SandboxConfig(), None, 250000, 'orphan00', 0).create()\n"
+            "from sandbox.docker_backend import DockerWorker, prepare\n"
+            "DockerWorker(SandboxConfig(), prepare(SandboxConfig()), 250000, 'orphan00', 0).create()\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO)
     assert proc.returncode == -9
