@@ -543,11 +543,15 @@ def run_job(req: dict) -> dict:
                 *fast_linker_flags(list(req["flags"]))]
         reply["compile"] = result = execute(argv, req["compile_limits"])
         reply["compile"]["used_pch"] = bool(include_pch)
-        ok = result["exit_code"] == 0 and result["killed_for"] is None and os.path.isfile(prog)
+        ok = result["exit_code"] == 0 and result["killed_for"] is None
         binary = b""
-        if ok:
-            with open(prog, "rb") as f:  # read before any untrusted code has run
-                binary = f.read()
+        if ok:  # read before any untrusted code has run; never through a link the job's uid could have made
+            try:
+                with os.fdopen(os.open(prog, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as f:
+                    ok = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+                    binary = f.read() if ok else b""
+            except OSError:
+                ok = False
         # Sources (tests included), and whatever the compiler left in /tmp, must never be visible to the
         # program at run time: the run stage starts from empty scratch and our copy of the binary.
         reply["compile"]["clean"] = wipe_scratch()
