@@ -128,11 +128,6 @@ class BwrapWorker:
     def _enter_jail_limits(self) -> None:  # in the child, before it execs bwrap
         if self._cgroup is not None:
             self._cgroup.join()
-        try:  # the runner must never be the OOM killer's choice (its jobs raise theirs to 1000)
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("-1000")
-        except OSError:
-            pass
 
     def start(self) -> None:
         self._starts += 1
@@ -150,6 +145,8 @@ class BwrapWorker:
             jail_cgroup = ["--bind", str(self._cgroup.jobs_dir), JOBS_CGROUP_MOUNT]
         cut = self._argv.index("--remount-ro")
         argv = [self._argv[0], "--info-fd", str(info_w), *self._argv[1:cut], *jail_cgroup, *self._argv[cut:]]
+        if self._cgroup is not None and self._cgroup.v2 and "--unshare-cgroup-try" in argv:
+            argv.remove("--unshare-cgroup-try")  # a namespace rooted at supervisor/ would hide jobs/ (nsdelegate)
         try:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(info_w,),

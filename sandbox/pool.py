@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from sandbox import bwrap_backend, docker_backend
 from sandbox.config import SandboxConfig
 from sandbox.judge import compile_is_deterministic, judge_compile, judge_job
+from sandbox.runner import OWN_WIPE_S
 from sandbox.types import ExecResult, Job, Result, Verdict
 from sandbox.worker import Worker, WorkerError
 
@@ -330,7 +331,7 @@ class SandboxPool:
         after each stage, and a margin. Past it the worker counts as hung."""
         stages = len(job.tests) + (1 if compile else 0)
         budget = len(job.tests) * job.run_limits.wall_s + (job.compile_limits.wall_s if compile else 0.0)
-        return budget + (stages + 2) * self.config.wipe_timeout_s + self.config.reply_margin_s
+        return budget + (stages + 2) * (self.config.wipe_timeout_s + OWN_WIPE_S) + self.config.reply_margin_s
 
     def _on_worker_failure(self, worker: Worker, task: _Task, exc: WorkerError) -> None:
         log.warning("sandbox worker %s failed (%s); restarting", worker.name, exc)
@@ -357,7 +358,7 @@ class SandboxPool:
             try:
                 worker.start()
                 return
-            except WorkerError as start_exc:
+            except Exception as start_exc:  # noqa: BLE001 - the job is already answered; never raise from here
                 log.warning("restarting %s failed (%s)", worker.name, start_exc)
                 worker.close()
                 time.sleep(min(2.0, 0.2 * 2**attempt))

@@ -44,7 +44,9 @@ import sys
 import time
 
 WORK_DIR = "/work"
-SCRATCH_DIRS = ("/work", "/tmp", "/dev/shm")
+# Every place a job can write. /dev/mqueue exists in Docker containers (mode 1777): the filter denies the mq_*
+# calls, but a program can still create names there with open(2).
+SCRATCH_DIRS = ("/work", "/tmp", "/dev/shm", "/dev/mqueue")
 PCH_ROOT = "/opt/crucible/pch"
 JOB_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -60,6 +62,7 @@ _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 DEFAULT_STACK_MB = 64
 WIPE_TIMEOUT_S = 5.0  # per cleanup, unless the handshake says otherwise (SandboxConfig.wipe_timeout_s)
+OWN_WIPE_S = 1.0  # the runner's own files after the job's: at most this much past the cleanup deadline
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -234,7 +237,7 @@ def kill_all_others(reaped: dict | None = None) -> None:
 
 
 def _reap_zombies(reaped: dict | None = None) -> None:
-    while True:
+    for _ in range(4096):  # bounded: the caller comes back (a job cannot keep us here)
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
@@ -368,7 +371,7 @@ def _wipe_entry(top_fd: int, name: str, fresh: list[int]) -> bool:
         return False
     changed = False
     try:
-        for child in os.listdir(sub):
+        for child in _names(sub):
             try:
                 cst = os.lstat(child, dir_fd=sub)
                 if not stat.S_ISDIR(cst.st_mode):
@@ -402,21 +405,33 @@ def wipe_dir(top: str, deadline: float) -> bool:
     fresh = [0]
     try:
         while time.monotonic() < deadline:
-            names = os.listdir(top_fd)
-            if not names:
-                return True
-            changed = False
-            for name in names:
+            seen = changed = False
+            for name in _names(top_fd):
+                seen = True
                 if time.monotonic() >= deadline:
                     return False
                 changed |= _wipe_entry(top_fd, name, fresh)
+            if not seen:
+                return True
             if not changed:
                 return False
-        return not os.listdir(top_fd)
-    except OSError:
+        return _is_empty(top_fd)
+    except (OSError, MemoryError):
         return False
     finally:
         os.close(top_fd)
+
+
+def _names(dir_fd: int):
+    """Entry names of an open directory, streamed (a directory of millions of names is never held in
+    memory; entries removed while we read are simply not seen again)."""
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            yield entry.name
+
+
+def _is_empty(dir_fd: int) -> bool:
+    return next(_names(dir_fd), None) is None
 
 
 def _wipe_all(deadline: float) -> None:
@@ -454,9 +469,9 @@ def wipe_scratch(timeout_s: float | None = None) -> bool:
         finally:
             os.close(pidfd)
         os.waitpid(pid, 0)
-    try:  # our own files (sources, the binary) are few: they get a second of their own
-        _wipe_all(max(deadline, time.monotonic() + 1.0))
-    except (OSError, subprocess.SubprocessError):
+    try:  # our own files (sources, the binary) are few: they get a second of their own (OWN_WIPE_S)
+        _wipe_all(max(deadline, time.monotonic() + OWN_WIPE_S))
+    except (OSError, MemoryError, subprocess.SubprocessError):
         return False
     return scratch_is_clean()
 
@@ -488,8 +503,12 @@ def _sysv_ipc_in_use() -> bool:
 
 def scratch_is_clean() -> bool:
     try:
-        empty = all(not os.path.exists(d) or not os.listdir(d) for d in SCRATCH_DIRS)
-        return empty and not _sysv_ipc_in_use()
+        for d in SCRATCH_DIRS:
+            if os.path.exists(d):
+                with os.scandir(d) as entries:  # the first entry decides: O(1) however full
+                    if next(entries, None) is not None:
+                        return False
+        return not _sysv_ipc_in_use()
     except OSError:
         return False
 
@@ -516,6 +535,13 @@ def _install_binary(data: bytes) -> str:
             f.write(data)
         return path
     raise OSError(errno.EEXIST, "cannot install the binary in /work")
+
+
+def _not_started(code: int) -> dict:
+    """The outcome of a run that could not start because of what the job itself left behind."""
+    return {"exit_code": None, "signal": None, "killed_for": None, "exec_errno": code, "cpu_s": 0.0,
+            "wall_s": 0.0, "memory_mb": 0.0, "stdout_b64": "", "stderr_b64": "", "output_bytes": 0,
+            "processes": 0}
 
 
 def _write_sources(src_dir: str, files: dict[str, str]) -> list[str]:
@@ -562,7 +588,13 @@ def run_job(req: dict) -> dict:
     for i, run in enumerate(req["runs"]):
         if i:  # each test starts from the same state
             wipe_scratch()
-        installed = _install_binary(binary)
+        try:
+            installed = _install_binary(binary)
+        except OSError as exc:  # an earlier test of this job filled /work beyond what cleanup could undo
+            reply["runs"].append(_not_started(exc.errno or errno.ENOSPC))
+            if req.get("stop_on_failure"):
+                break
+            continue
         stdin = base64.b64decode(run.get("stdin_b64", ""))
         outcome = execute([installed, *run.get("args", [])], req["run_limits"], stdin)
         reply["runs"].append(outcome)

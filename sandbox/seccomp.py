@@ -14,7 +14,7 @@ What it denies, and why (each has a test in tests/hostile or tests/integration/s
   `clone`, whose flags a filter can read): a user namespace would give the program mount rights over tmpfs;
 - `mount`, `umount2`, `pivot_root`, `chroot`, `ptrace`, `process_vm_*`, `pidfd_getfd`, `kcmp`;
 - memory that RLIMIT_AS does not count: SysV IPC (`shmget`, `semget`, `msgget`), POSIX message queues
-  (`mq_open`), `memfd_create`/`memfd_secret`;
+  (`mq_open` and the `mq_*` calls on a queue opened through /dev/mqueue), `memfd_create`/`memfd_secret`;
 - file locks (`flock`, fcntl F_*LK*): a lock on a shared read-only file (the host's /usr under bwrap) is a
   channel between concurrent jobs.
 """
@@ -33,8 +33,9 @@ _F_LOCK_CMDS = (5, 6, 7, 36, 37, 38)  # F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK,
 DENIED = ("keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
           "io_uring_enter", "io_uring_register", "unshare", "setns", "mount", "umount2", "pivot_root",
           "chroot", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp", "shmget",
-          "semget", "msgget", "mq_open", "memfd_create", "memfd_secret", "flock", "fsopen", "fsmount",
-          "open_tree", "move_mount", "name_to_handle_at", "open_by_handle_at")
+          "semget", "msgget", "mq_open", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+          "memfd_create", "memfd_secret", "flock", "fsopen", "fsmount", "open_tree", "move_mount",
+          "name_to_handle_at", "open_by_handle_at")
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/keyctl.h>
 #include <mqueue.h>
@@ -26,6 +27,9 @@ int main() {
   if (write_) syscall(SYS_add_key, "user", "crucible", token, strlen(token), KEY_SPEC_USER_KEYRING);
   else { long k = syscall(SYS_request_key, "user", "crucible", nullptr, 0);
          char buf[128] = {0}; if (k >= 0 && syscall(SYS_keyctl, KEYCTL_READ, k, buf, sizeof buf - 1) > 0) printf("key:%s\n", buf); }
+  // 3b. a queue created through the mqueue file system (Docker mounts /dev/mqueue), its name carrying the token
+  if (write_) { std::string q = std::string("/dev/mqueue/crucible-") + token; close(open(q.c_str(), O_CREAT | O_RDWR, 0666)); }
+  else if (DIR* d = opendir("/dev/mqueue")) { while (dirent* e = readdir(d)) if (e->d_name[0] != '.') printf("mqfs:%s\n", e->d_name); closedir(d); }
   // 4. files in every scratch directory
   const char* files[] = {"/work/chan", "/tmp/chan", "/dev/shm/chan"};
   for (const char* f : files) {

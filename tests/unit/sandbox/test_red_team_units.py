@@ -141,9 +141,9 @@ def test_reply_budget_covers_every_cleanup():
     pool = SandboxPool(SandboxConfig(wipe_timeout_s=2.0, reply_margin_s=10.0))
     job = Job({"a.cpp": "int main(){}"}, tests=(TestCase(), TestCase()), run_limits=StageLimits(wall_s=3),
               compile_limits=StageLimits(wall_s=20))
-    # 2 runs x 3 s + compile 20 s + (3 stages + 2) cleanups x 2 s + margin 10 s
-    assert pool.reply_budget(job, compile=True) == 6 + 20 + 5 * 2.0 + 10
-    assert pool.reply_budget(job, compile=False) == 6 + 4 * 2.0 + 10
+    # 2 runs x 3 s + compile 20 s + (3 stages + 2) cleanups x (2 s + the runner's own 1 s) + margin 10 s
+    assert pool.reply_budget(job, compile=True) == 6 + 20 + 5 * 3.0 + 10
+    assert pool.reply_budget(job, compile=False) == 6 + 4 * 3.0 + 10
 
 
 def test_cache_dir_is_trusted_only_when_safe(tmp_path):
