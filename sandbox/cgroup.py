@@ -20,6 +20,8 @@ import re
 import time
 from pathlib import Path
 
+from sandbox.worker import process_start_time
+
 log = logging.getLogger(__name__)
 
 V1_ROOT = Path("/sys/fs/cgroup")
@@ -146,17 +148,10 @@ class JailCgroup:
         return not left
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def jail_name(worker: str, n: int) -> str:
     """`worker`'s n-th cgroup, stamped with the owning process (pid and start time) for reap_orphans."""
     pid = os.getpid()
-    return f"{worker}-{n}-o{pid}-{_start_time(pid)}"
+    return f"{worker}-{n}-o{pid}-{process_start_time(pid)}"
 
 
 _OWNER = re.compile(r"-o(\d+)-(\d+)$")
@@ -170,7 +165,7 @@ def reap_orphans(v2_delegated: Path | None = None) -> list[str]:
     for parent in (parents or {}).values():
         for d in parent.glob("crucible-bwrap-*"):
             owner = _OWNER.search(d.name)
-            if owner is None or _start_time(int(owner.group(1))) == owner.group(2):
+            if owner is None or process_start_time(int(owner.group(1))) == owner.group(2):
                 continue
             try:
                 for child in ("jobs", "supervisor"):

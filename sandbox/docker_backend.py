@@ -28,7 +28,7 @@ from sandbox import hostfiles
 from sandbox.config import SandboxConfig
 from sandbox.image import RUNNER_MOUNT
 from sandbox.worker import (LineReader, WorkerError, check_handshake, decode_reply, encode_request,
-                            handshake)
+                            handshake, process_start_time)
 
 LABEL = "crucible.sandbox"
 POOL_LABEL = "crucible.sandbox.pool"
@@ -37,18 +37,9 @@ OWNER_LABEL = "crucible.sandbox.owner"  # host:pid:start-time of the process tha
 log = logging.getLogger(__name__)
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def owner_id(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
 
 
 def _owner_alive(owner: str) -> bool:
@@ -56,7 +47,7 @@ def _owner_alive(owner: str) -> bool:
     pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another host's container (a shared daemon): not ours to judge
-    return _start_time(int(pid)) == started
+    return process_start_time(int(pid)) == started
 
 
 def reap_orphans() -> list[str]:

@@ -93,16 +93,20 @@ def configure(job_uid: int | None, seccomp_b64: str | None, wipe_timeout_s: floa
         JobIdentity.seccomp = (_SockFprog(len(code) // 8, ctypes.addressof(buf)), buf)
 
 
+def _drop_to_job_uid() -> None:
+    if JobIdentity.uid is not None:
+        os.setgroups([])
+        os.setgid(JobIdentity.uid)
+        os.setuid(JobIdentity.uid)  # from root to another uid: every capability is gone
+
+
 def _become_job() -> None:
     """In a forked child: move to the jobs' cgroup, drop to the job's credentials and filter (irreversible).
     Raises on failure."""
     if JobIdentity.cgroup_procs is not None:
         with open(JobIdentity.cgroup_procs, "w") as f:
             f.write(str(os.getpid()))
-    if JobIdentity.uid is not None:
-        os.setgroups([])
-        os.setgid(JobIdentity.uid)
-        os.setuid(JobIdentity.uid)  # from root to another uid: every capability is gone
+    _drop_to_job_uid()
     if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
                    ctypes.c_ulong(0)) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
@@ -456,9 +460,7 @@ def wipe_scratch(timeout_s: float | None = None) -> bool:
         pid = os.fork()
         if pid == 0:
             try:
-                os.setgroups([])
-                os.setgid(JobIdentity.uid)
-                os.setuid(JobIdentity.uid)
+                _drop_to_job_uid()
                 _wipe_all(deadline)
             finally:
                 os._exit(0)

@@ -65,6 +65,15 @@ def decode_reply(line: bytes, name: str) -> dict:
     return reply
 
 
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def handshake(job_uid: int | None, wipe_timeout_s: float) -> dict:
     """The first request to every runner: the uid its jobs run as (None: the runner's own, on a non-root
     bubblewrap host) and the seccomp filter they run under (sandbox/seccomp.py)."""
