@@ -1,6 +1,7 @@
-"""Evaluation throughput on HumanEval-X canonical solutions: `python -m rewards eval`'s path (two
-translation units, tamper-proof harness, isolation) vs the naive official harness (one file
-`prompt + completion + test`, plain g++ then run, no isolation), same parallelism, same run.
+"""Evaluation throughput on HumanEval-X canonical solutions: `python -m rewards eval`'s path (raw
+completions cut as HumanEval-X cuts them, two translation units, tamper-proof harness, isolation) vs the
+naive official harness (its own program `helpers + prompt + completion + test` and flags `-std=c++11`
+[-lcrypto -lssl], plain g++ then run, no isolation), same parallelism, same run.
 
     .venv/bin/python bench/rewards_eval.py [--backends docker bwrap] [--samples-per-task 1]
 """
@@ -18,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sandbox_throughput import DATA, naive, save_report  # noqa: E402
 
-from rewards.scorer import Scorer, canonical_items  # noqa: E402
-from rewards.tasks import load_tasks  # noqa: E402
+from rewards.agreement import read_rows  # noqa: E402
+from rewards.official import humaneval_x_flags, humaneval_x_generation, humaneval_x_program  # noqa: E402
+from rewards.scorer import Scorer  # noqa: E402
+from rewards.tasks import humaneval_x  # noqa: E402
 from sandbox.config import SandboxConfig  # noqa: E402
 from sandbox.pool import SandboxPool  # noqa: E402
 
@@ -31,10 +34,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="bench/results/rewards_eval.json")
     args = parser.parse_args()
-    tasks = load_tasks(DATA)
-    items = [item for item in canonical_items(tasks) for _ in range(args.samples_per_task)]
-    sources = [t.prompt + c + "\n" + t.tests for t, c in items]
-    naive_s, naive_ok = naive(sources, args.workers)
+    rows = [row for row in read_rows(DATA) for _ in range(args.samples_per_task)]
+    items = [(humaneval_x(row, row["task_id"]), row["canonical_solution"]) for row in rows]  # raw completions
+    sources = [humaneval_x_program(row, humaneval_x_generation(row["canonical_solution"])) for row in rows]
+    naive_s, naive_ok = naive(sources, args.workers, [humaneval_x_flags(row) for row in rows])
     report = {"samples": len(items), "workers": args.workers, "naive_s": round(naive_s, 2),
               "naive_passed": sum(naive_ok)}
     for backend in args.backends:

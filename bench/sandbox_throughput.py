@@ -58,15 +58,18 @@ def grpo_batch(tasks: list[dict]) -> list[str]:
     return out
 
 
-def naive(sources: list[str], workers: int) -> tuple[float, list[bool]]:
-    """Plain g++ then run, `workers` at a time, no isolation, no caching."""
+def naive(sources: list[str], workers: int, flags: list[tuple[str, ...]] | None = None) -> tuple[float, list[bool]]:
+    """Plain g++ then run, `workers` at a time, no isolation, no caching. `flags[i]` replaces the default
+    flags (and -lcrypto) for source i, e.g. an official harness's own."""
     tmp = Path(tempfile.mkdtemp(prefix="naive-"))
 
     def one(i: int) -> bool:
         src, exe = tmp / f"p{i}.cpp", tmp / f"p{i}"
         src.write_text(sources[i])
-        if subprocess.run(["g++", *DEFAULT_FLAGS, str(src), "-o", str(exe), "-lcrypto"],
-                          capture_output=True).returncode:
+        compile_flags, link = (flags[i], ()) if flags else (DEFAULT_FLAGS, ("-lcrypto",))
+        compile_flags, link = [f for f in compile_flags if not f.startswith("-l")], \
+            (*link, *(f for f in compile_flags if f.startswith("-l")))
+        if subprocess.run(["g++", *compile_flags, str(src), "-o", str(exe), *link], capture_output=True).returncode:
             return False
         try:
             return subprocess.run([str(exe)], capture_output=True, timeout=10).returncode == 0

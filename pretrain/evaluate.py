@@ -123,8 +123,13 @@ def sample_completions(model, tokenizer, prompts: list[str], samples: int, max_n
 
 def complete_definition(task, text: str) -> str:
     """A base model's continuation up to and including the end of the definition the prompt opened (the
-    first closing brace at column 0): what follows is a free-running continuation of the file, not the answer."""
-    stops = task.stop_tokens or (("\n};\n",) if task.kind == "compile" else ("\n}\n",))
+    first closing brace at column 0): what follows is a free-running continuation of the file, not the answer.
+    A task with its own ending rule (stop strings, HumanEval-X's closing brace) is cut as the scorer cuts it."""
+    if task.stop_tokens or task.finish != "stop":
+        from rewards.extract import completion_of
+
+        return completion_of(text, "raw", task.stop_tokens, task.finish)
+    stops = ("\n};\n",) if task.kind == "compile" else ("\n}\n",)
     ends = [text.find(s) + len(s) for s in stops if s and s in text]
     return text[: min(ends)] if ends else text
 

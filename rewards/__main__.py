@@ -2,6 +2,7 @@
 
     python -m rewards eval  --tasks PATH --completions PATH|canonical [--backend docker|bwrap] [--out FILE]
     python -m rewards score --tasks PATH --completions PATH   # GRPO batches: reward mean/std per group
+    python -m rewards explain --tasks PATH --task-id ID --completion FILE   # one sample, everything shown
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from configs.loader import jsonl_rows
 from rewards.passk import available_ks, mean_pass_at_k
 from rewards.tasks import load_embedded, load_tasks
+from rewards.scorer import MAX_COMPLETION_BYTES
 from rewards.types import ScoredSample, Task
 
 
@@ -26,6 +28,9 @@ def read_completions(path: Path, tasks: dict[str, Task]) -> list[tuple[Task, str
             raise ValueError(f"{path}:{lineno}: field 'task_id' is missing or not a string")
         if not isinstance(row.get("completion"), str):
             raise ValueError(f"{path}:{lineno}: field 'completion' is missing or not a string")
+        if len(row["completion"].encode()) > MAX_COMPLETION_BYTES:
+            raise ValueError(f"{path}:{lineno}: field 'completion' is {len(row['completion'].encode())} bytes, "
+                             f"over the {MAX_COMPLETION_BYTES}-byte limit")
         if row["task_id"] not in tasks:
             raise ValueError(f"{path}:{lineno}: task_id {row['task_id']!r} is not in the task file")
         items.append((tasks[row["task_id"]], row["completion"]))
@@ -70,12 +75,52 @@ def group_stats(scored: list[ScoredSample]) -> list[dict]:
     return out
 
 
+def _numbered(text: str) -> str:
+    return "\n".join(f"{i:4} | {line}" for i, line in enumerate(text.splitlines(), 1))
+
+
+def explain(task: Task, text: str, backend: str, mode: str) -> int:
+    """Print the assembled sources, the compiler's output, each assert's or case's result and the reward."""
+    from rewards.harness import verify
+    from rewards.scorer import Scorer
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    with SandboxPool(SandboxConfig(backend=backend, num_workers=1)) as pool:
+        prep, result, scored = Scorer(pool, mode=mode).explain(task, text)
+    for name, source in sorted(prep.job.files.items()):
+        where = f" (the completion starts at line {prep.first_line})" if name == "solution.cpp" else ""
+        print(f"===== {name}{where}")
+        print(_numbered(source))
+    print(f"===== compiler: g++ {' '.join(prep.job.flags)}")
+    print((result.compile.stdout + result.compile.stderr).strip() if result.compile else "(not run)")
+    print("===== tests")
+    if prep.assembled is not None and result.tests:
+        report = verify(result.tests[0].stdout, prep.secret, prep.assembled.num_sites)
+        for site, line in enumerate(prep.assembled.site_lines, 1):
+            state = ("FAIL" if site in report.failed_sites
+                     else "not reached" if site in report.unreached_sites else "pass")
+            print(f"  assert #{site:<3} {state:<11} {line}")
+        print(f"  ran to the end: {report.completed}")
+    for i, (case, run) in enumerate(zip(task.cases, result.tests), 1):
+        print(f"  case {i}: {run.verdict.value} {run.detail}\n    input    {case.input!r}\n"
+              f"    expected {case.output!r}\n    got      {run.stdout!r}")
+    if result.tests and result.tests[0].stderr.strip():
+        print(f"  stderr: {result.tests[0].stderr.strip()[:2000]}")
+    print(f"===== verdict {scored.verdict}: {scored.detail}")
+    print("===== reward " + ", ".join(f"{k} {v:+g}" for k, v in scored.components.items()) + f" = {scored.reward}")
+    print(json.dumps(scored.to_json()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["eval", "score"])
+    parser.add_argument("command", choices=["eval", "score", "explain"])
     parser.add_argument("--tasks", required=True, help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded'")
-    parser.add_argument("--completions", required=True, help="JSONL of {task_id, completion}, or 'canonical'")
+    parser.add_argument("--completions", help="eval/score: JSONL of {task_id, completion}, or 'canonical'")
+    parser.add_argument("--task-id", help="explain: the task")
+    parser.add_argument("--completion", help="explain: a file holding the raw completion, or 'canonical'")
     parser.add_argument("--backend", default="docker", choices=["docker", "bwrap"])
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: one per core)")
     parser.add_argument("--mode", default="raw", choices=["raw", "chat"], help="completion extraction")
@@ -90,6 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tasks = load_embedded() if args.tasks == "embedded" else load_tasks(args.tasks)
         by_id = {t.task_id: t for t in tasks}
+        if args.command == "explain":
+            if not args.task_id or not args.completion:
+                raise ValueError("explain needs --task-id and --completion")
+            if args.task_id not in by_id:
+                raise ValueError(f"task_id {args.task_id!r} is not in {args.tasks}")
+            task = by_id[args.task_id]
+            if args.completion == "canonical":
+                (task, text), = canonical_items([task])
+            else:
+                text = Path(args.completion).read_text()
+            return explain(task, text, args.backend, args.mode)
+        if not args.completions:
+            raise ValueError(f"{args.command} needs --completions")
         items = canonical_items(tasks) if args.completions == "canonical" else read_completions(
             Path(args.completions), by_id)
     except (OSError, ValueError) as exc:

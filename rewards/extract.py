@@ -18,6 +18,27 @@ def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
     return text[:cut]
 
 
+def close_function(text: str) -> str:
+    """HumanEval-X's official C++ post-processing, reproduced: its generator stops as soon as the text holds
+    one more `}` than `{` (counted naively, as it does, strings and comments included), and its cleanup keeps
+    everything up to that brace. A text that never closes the function but whose own braces balance was cut
+    at a stop string such as "\n}\n" that took the function's brace with it: the brace is put back (never
+    to an empty text, which stays a compile error as it is officially). A text left inside a block (cut by
+    the token limit) is kept up to its last `}`, as the official cleanup does."""
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                return text[: i + 1]
+    if depth == 0 and text.strip():
+        return text.rstrip("\r\n") + "\n}"
+    last = text.rfind("}")
+    return text[: last + 1] if last >= 0 else text
+
+
 def fenced_block(text: str) -> str | None:
     """The last fenced code block (chat models usually put the final answer last), or None."""
     blocks = _FENCE.findall(text)
@@ -33,6 +54,14 @@ def extract(text: str, mode: str = "raw", stop: tuple[str, ...] = ()) -> str:
         block = fenced_block(text)
         return block if block is not None else text
     raise ValueError(f"unknown extraction mode {mode!r} (raw or chat)")
+
+
+def completion_of(text: str, mode: str, stop: tuple[str, ...] = (), finish: str = "stop") -> str:
+    """The completion a task scores: chat answers as `extract` takes them; raw continuations cut by the
+    task's own rule (`finish`), so every format ends where its official harness ends it."""
+    if mode == "raw" and finish == "close-function":
+        return close_function(text)
+    return extract(text, mode, stop)
 
 
 def defines_function(code: str, name: str) -> bool:

@@ -4,19 +4,21 @@ The official harness compiles `prompt + completion + test` as one file, so a com
 test's asserts away, overload the test's `==`, define `main` or `__assert_fail`, or print a fake banner.
 Here, by construction:
 
-- `solution.cpp` = prompt + completion; `test.cpp` = the prompt's declarations (function bodies
+- `solution.cpp` = prompt + completion; `harness.cpp` = the prompt's declarations (function bodies
   replaced by `;`) + our harness + the test code, in its own translation unit, helpers in an anonymous
   namespace. Completion macros and overloads cannot reach the test; a second `main` fails to link.
 - Every `assert(...)` of the test becomes a harness check that records the result and goes on (so partial
   credit is per assert), and after the test's main returns the harness prints a `done` line.
 - Each result line carries a SipHash-2-4 tag keyed by a per-run secret. The secret arrives on stdin and is
-  read by a `.preinit_array` hook (before any constructor of the completion runs), after which stdin is
-  replaced by /dev/null. The harness makes raw system calls only (no libc symbol the completion could
+  read by a `.preinit_array` hook (harness.cpp links first, so before any `.preinit_array` entry or
+  constructor of the completion runs), after which stdin is replaced by /dev/null. The harness makes raw system calls only (no libc symbol the completion could
   interpose). Lines without a valid tag are ignored, so a fake "passed" banner, an early `exit(0)`, a
   static initializer that exits, a SIGABRT handler or `quick_exit` cannot produce a pass.
 
-Residual risk (documented in docs/tasks.md): code that scans its own memory for the key, or runs before
-`.preinit_array` (IFUNC resolvers), could forge tags; no known model output does this.
+Known hole (docs/tasks.md; reproduced by tests/integration/rewards/forgeries/ifunc_resolver.completion): the
+secret lives in the candidate's process, so an IFUNC resolver (run before any `.preinit_array` entry), or
+code that finds the key in memory afterwards, can forge tags. Closing it needs the tests judged outside the
+candidate's process; no known model output does this.
 """
 
 from __future__ import annotations
@@ -120,12 +122,13 @@ def declarations_from_prompt(prompt: str) -> str:
                 body = child.child_by_field_name("body")
                 if body is not None:
                     cuts.append((body.start_byte, body.end_byte))
-            elif child.type in ("namespace_definition", "declaration_list", "linkage_specification"):
+            elif child.type in ("namespace_definition", "declaration_list", "linkage_specification",
+                                "template_declaration"):
                 visit(child)
 
     visit(tree.root_node)
     if not cuts or cuts[-1][1] < len(source.rstrip()):
-        raise ValueError("prompt must end inside the body of the function to complete")
+        raise ValueError("field 'prompt' must end inside the body of the function to complete")
     for start, end in sorted(cuts, reverse=True):
         source = source[:start].rstrip() + b";" + source[end:]
     return source.decode()
@@ -143,21 +146,33 @@ def _returning_main(test: str) -> str:
     return _MAIN.sub("int crucible_test_main(", source.decode(), count=1)
 
 
+def check_function_task(prompt: str, test: str) -> None:
+    """What `assemble` needs of a task, checked when its file loads (ValueError naming the field)."""
+    if not _ASSERT.search(test):
+        raise ValueError("field 'tests' has no assert(...) to check")
+    if not _MAIN.search(test):
+        raise ValueError("field 'tests' has no `int main(`")
+    declarations_from_prompt(prompt)
+
+
 @dataclass(frozen=True)
 class AssembledTest:
     files: dict[str, str]
     num_sites: int
     completion_first_line: int  # 1-based line in solution.cpp where the completion starts
+    site_lines: tuple[str, ...] = ()  # site i+1's line of the task's tests, for explanations
 
 
 def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
-    """Build solution.cpp and test.cpp for an assert-style task."""
+    """Build solution.cpp and harness.cpp (the tests' translation unit) for an assert-style task."""
     sites = iter(range(1, 1 << 30))
     body, num_sites = _ASSERT.subn(lambda _m: f"CRUCIBLE_ASSERT({next(sites)}, ", test)
     if num_sites == 0:
-        raise ValueError("test code has no assert(...) to check")
+        raise ValueError("field 'tests' has no assert(...) to check")
     if not _MAIN.search(body):
-        raise ValueError("test code has no `int main(`")
+        raise ValueError("field 'tests' has no `int main(`")
+    site_lines = tuple(test[test.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0].strip()
+                       for m in _ASSERT.finditer(test))
     includes = [line for line in body.splitlines() if line.lstrip().startswith("#include")]
     rest = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("#include"))
     rest = _returning_main(rest)
@@ -167,8 +182,10 @@ def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
         + "int main() { crucible_test_main(); ::crucible_harness::emit(\"done\", "
         "::crucible_harness::executions, 0); return 0; }\n"
     )
-    return AssembledTest({"solution.cpp": prompt + completion + "\n", "test.cpp": test_cpp}, num_sites,
-                         prompt.count("\n") + 1)
+    # harness.cpp links before solution.cpp (the runner links in sorted order), so the harness's own
+    # .preinit_array entry runs before any the completion adds and takes the secret off stdin first.
+    return AssembledTest({"solution.cpp": prompt + completion + "\n", "harness.cpp": test_cpp}, num_sites,
+                         prompt.count("\n") + 1, site_lines)
 
 
 def new_secret() -> str:
@@ -181,6 +198,8 @@ class HarnessReport:
     sites_passed: int
     num_sites: int
     forged_lines: int  # lines that look like ours but carry a bad tag
+    failed_sites: tuple[int, ...] = ()  # sites that ran and failed at least once
+    unreached_sites: tuple[int, ...] = ()  # sites with no authentic line (the run ended before them)
 
 
 def verify(stdout: str, secret: str, num_sites: int) -> HarnessReport:
@@ -202,4 +221,7 @@ def verify(stdout: str, secret: str, num_sites: int) -> HarnessReport:
             done = int(a)
     passed = len({s for s in ok_sites - failed_sites if 1 <= s <= num_sites})
     completed = done is not None and done == executions and executions > 0
-    return HarnessReport(completed, passed, num_sites, forged)
+    sites = range(1, num_sites + 1)
+    return HarnessReport(completed, passed, num_sites, forged,
+                         tuple(s for s in sites if s in failed_sites),
+                         tuple(s for s in sites if s not in failed_sites and s not in ok_sites))

@@ -1,9 +1,13 @@
 """The composite reward from the design, as a pure function of what the sandbox observed.
 
 Default weights: compile failure -1; compiles +1; no warnings in the completion +0.5; tests +5 x
-(passed/total); a `/* REASONING: ... */` block +0.5. Every weight is configurable and each component is
-reported on its own. `bonus_requires_a_pass` pays the compile/warning bonus only when a test passes
-(so "compiles but does nothing" is not rewarded).
+(passed/total); a `/* REASONING: ... */` block of at least `reasoning_min_words` words +0.5. Every weight is
+configurable and each component is reported on its own. `bonus_requires_a_pass` pays the compile/warning
+bonus only when a test passes (so "compiles but does nothing" is not rewarded).
+
+The bonuses cannot be farmed: a completion that can change which warnings are reported (a diagnostic
+`#pragma`/`_Pragma`, `system_header`, a `#line` directive or line marker, or token pasting that could build
+one) forfeits the warnings bonus, and the reasoning bonus is paid only together with the compile bonus.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_REASONING = re.compile(r"/\*\s*REASONING:.*?\*/", re.S)
+_REASONING = re.compile(r"/\*\s*REASONING:(.*?)\*/", re.S)
+# Anything in the completion that can silence or relocate a warning. `##` is included because pasting can
+# assemble `_Pragma`; "pragma" anywhere (any case) covers `#pragma`, `_Pragma` and `__pragma`.
+_SILENCERS = re.compile(r"pragma|##|^[ \t]*#[ \t]*(?:line\b|\d)|system_header", re.I | re.M)
 _WARNING = re.compile(r"^(?:/work/src/)?([\w.+-]+):(\d+):\d+: warning:", re.M)
 
 
@@ -23,12 +30,19 @@ class RewardConfig(BaseModel):
     no_warnings: float = 0.5
     tests: float = Field(default=5.0, description="times the fraction of tests passed")
     reasoning: float = 0.5
+    reasoning_min_words: int = Field(default=8, ge=0, description="words a REASONING block needs to count")
     bonus_requires_a_pass: bool = False
     warning_flags: tuple[str, ...] = ("-Wall", "-Wextra")
 
 
-def has_reasoning(completion: str) -> bool:
-    return _REASONING.search(completion) is not None
+def has_reasoning(completion: str, min_words: int = 8) -> bool:
+    """A `/* REASONING: ... */` block holding at least `min_words` words (the design's length heuristic)."""
+    return any(len(m.group(1).split()) >= max(min_words, 1) for m in _REASONING.finditer(completion))
+
+
+def silences_warnings(completion: str) -> bool:
+    """Could the completion hide its own warnings? Then it forfeits the warnings bonus."""
+    return _SILENCERS.search(completion) is not None
 
 
 def count_warnings(compile_output: str, file: str, first_line: int = 1) -> int:
@@ -37,16 +51,16 @@ def count_warnings(compile_output: str, file: str, first_line: int = 1) -> int:
 
 
 def reward_components(compiled: bool, warnings: int, tests_passed: int, tests_total: int, reasoning: bool,
-                      cfg: RewardConfig) -> dict[str, float]:
-    """Each component's contribution; the reward is their sum."""
+                      cfg: RewardConfig, silenced: bool = False) -> dict[str, float]:
+    """Each component's contribution; the reward is their sum. `silenced`: the completion could hide
+    warnings (see `silences_warnings`), so it gets no warnings bonus."""
     if not compiled:
-        return {"compile": cfg.compile_fail, "warnings": 0.0, "tests": 0.0,
-                "reasoning": cfg.reasoning if reasoning else 0.0}
+        return {"compile": cfg.compile_fail, "warnings": 0.0, "tests": 0.0, "reasoning": 0.0}
     fraction = tests_passed / tests_total if tests_total else 0.0
     bonus = not cfg.bonus_requires_a_pass or tests_passed > 0 or tests_total == 0
     return {
         "compile": cfg.compile_ok if bonus else 0.0,
-        "warnings": cfg.no_warnings if bonus and warnings == 0 else 0.0,
+        "warnings": cfg.no_warnings if bonus and warnings == 0 and not silenced else 0.0,
         "tests": cfg.tests * fraction,
-        "reasoning": cfg.reasoning if reasoning else 0.0,
+        "reasoning": cfg.reasoning if bonus and reasoning else 0.0,
     }

@@ -8,6 +8,9 @@ from typing import Literal
 from sandbox.flags import check_flags
 
 TaskKind = Literal["function", "stdio", "compile"]
+# How a raw continuation's end is found: "stop" cuts at the first stop string (MultiPL-E, ours);
+# "close-function" keeps text up to the brace that closes the prompt's function (HumanEval-X's generator).
+Finish = Literal["stop", "close-function"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,18 @@ class Task:
     reference: str | None = None  # a completion known to pass (canonical solution)
     entry_point: str = ""
     stop_tokens: tuple[str, ...] = ()
-    completion_suffix: str = ""  # appended after the completion (MultiPL-E's closing brace)
+    completion_suffix: str = ""  # appended after the completion (MultiPL-E's "\n}")
+    preamble: str = ""  # put before the prompt in every assembled program (HumanEval-X's missing includes)
+    finish: Finish = "stop"
     flags: tuple[str, ...] = ("-std=c++17", "-O2")
     link_flags: tuple[str, ...] = ()
     tier: int | None = None
     source: str = ""
+
+    @property
+    def program_head(self) -> str:
+        """What precedes the completion in the assembled program: preamble + prompt."""
+        return self.preamble + self.prompt
 
     def __post_init__(self) -> None:
         if not self.task_id:
@@ -52,6 +62,8 @@ class Task:
             raise ValueError(f"task {self.task_id}: kind=stdio needs at least one case")
         if self.kind not in ("function", "stdio", "compile"):
             raise ValueError(f"task {self.task_id}: unknown kind {self.kind!r}")
+        if self.finish not in ("stop", "close-function"):
+            raise ValueError(f"task {self.task_id}: unknown finish {self.finish!r} (stop or close-function)")
         for name in ("flags", "link_flags"):  # task files are untrusted input to g++ (sandbox/flags.py)
             try:
                 check_flags(getattr(self, name), name)
@@ -72,12 +84,13 @@ class ScoredSample:
     reward: float | None  # None: could not be scored (sandbox failure); never turned into a number
     components: dict[str, float] = field(default_factory=dict)
     warnings: int = 0
-    detail: str = ""
+    detail: str = ""  # why: the first error, failing asserts or stdio case, the runtime's stderr
+    diagnostics: str = ""  # the compiler's first ~2 KB, lines relative to the completion (completion:L:)
 
     def to_json(self) -> dict:
         return {
             "task_id": self.task_id, "passed": self.passed, "verdict": self.verdict,
             "tests_passed": self.tests_passed, "tests_total": self.tests_total, "reward": self.reward,
             **{f"reward/{k}": v for k, v in self.components.items()}, "warnings": self.warnings,
-            "detail": self.detail,
+            "detail": self.detail, "diagnostics": self.diagnostics,
         }

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE_DIR = Path(__file__).with_name("hostile")
 HUMANEVAL_X = REPO.parent / "shared" / "data" / "humaneval-x" / "humaneval_cpp.jsonl.gz"
+MULTIPL_E = REPO.parent / "shared" / "data" / "multipl-e"
 
 
 def _docker_ready() -> str | None:

@@ -57,6 +57,14 @@ def test_eval_cli_writes_one_line_per_completion_in_order(backend, task_file: Pa
     # add: 4 samples (2 pass) -> pass@1 = 0.5; io/sum: 2 samples (1 pass) -> 0.5
     assert summary["pass@1"] == 0.5 and summary["pass@2"] == pytest.approx((1 - 1 / 6 + 1.0) / 2, abs=1e-4)
     assert summary["verdicts"] == {"OK": 3, "WRONG_ANSWER": 2, "COMPILE_ERROR": 1}
+    # each row explains itself: the failing asserts, the first compiler error located in the completion,
+    # the first failing stdio case with its input, expected and actual output
+    assert lines[1]["detail"].startswith("0/3 asserts passed; failed #1 `assert(add(1, 2) == 3);`")
+    assert lines[2]["detail"].startswith("completion:") and "error:" in lines[2]["detail"]
+    assert "completion:1:15: error: expected ';'" in lines[2]["diagnostics"]
+    assert "    1 |   return a + b" in lines[2]["diagnostics"] and "solution.cpp" not in lines[2]["diagnostics"]
+    assert lines[4]["detail"] == ("case 2/2: output differs (tokens checker); input '5 5\\n'; expected '10\\n'; "
+                                  "got '3\\n'")
 
 
 def test_eval_cli_canonical_and_score_groups(backend, task_file: Path):
@@ -74,6 +82,31 @@ def test_eval_cli_bad_input_names_the_line(task_file: Path, tmp_path: Path):
     assert code == 2 and "bad.jsonl:2: task_id 'nope' is not in the task file" in err
 
 
+def test_eval_cli_refuses_an_oversized_completion_at_load(task_file: Path, tmp_path: Path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"task_id": ADD.task_id, "completion": "  return a + b;\n}\n"}) + "\n"
+                   + json.dumps({"task_id": ADD.task_id, "completion": "//" + "x" * (300 << 10)}) + "\n")
+    code, _, err = run_cli("eval", "--tasks", str(task_file), "--completions", str(big))
+    assert code == 2 and "big.jsonl:2: field 'completion' is 307202 bytes, over the 262144-byte limit" in err
+
+
+def test_explain_shows_sources_compiler_asserts_and_reward(backend, task_file: Path, tmp_path: Path):
+    completion = tmp_path / "c.txt"
+    completion.write_text("  if (a == 1) return 3;\n  return a - b;\n}\n")
+    code, row, text = run_cli("explain", "--tasks", str(task_file), "--task-id", ADD.task_id, "--completion",
+                              str(completion), "--backend", backend)
+    assert code == 0, text
+    assert "===== solution.cpp (the completion starts at line 6)" in text and "===== harness.cpp" in text
+    assert "   6 |   if (a == 1) return 3;" in text
+    assert "assert #1   pass        assert(add(1, 2) == 3);" in text
+    assert "assert #2   FAIL        assert(add(-1, 1) == 0);" in text and "ran to the end: True" in text
+    assert "===== reward compile +1, warnings +0.5, tests +1.66667, reasoning +0 = 3.166667" in text
+    assert row["verdict"] == "WRONG_ANSWER" and row["tests_passed"] == 1
+    code, row, text = run_cli("explain", "--tasks", str(task_file), "--task-id", "io/sum", "--completion", "canonical",
+                              "--backend", backend)
+    assert code == 0 and row["passed"] and "case 2: OK" in text and "expected '10\\n'" in text
+
+
 @pytest.fixture
 def reward(backend):
     fn = CppReward([ADD, DOUBLED], sandbox=SandboxConfig(backend=backend, num_workers=2))
@@ -85,9 +118,19 @@ def test_trl_signature(reward):
     """Called exactly as TRL's GRPOTrainer calls reward functions: keyword lists plus dataset columns."""
     prompts = [ADD.prompt] * 2 + [DOUBLED.prompt]
     completions = ["  return a + b;\n}\n", "  return a * b;\n}\n", "  return v;\n}\n"]
+    extra, metrics = {}, {}
+    # TRL 1.16 GRPOTrainer._calculate_rewards: reward_func(prompts=, completions=, completion_ids=, **reward_kwargs)
+    # with reward_kwargs = dataset columns + trainer_state + log_extra + log_metric
     rewards = reward(prompts=prompts, completions=completions, completion_ids=[[1], [2], [3]],
-                     task_id=[ADD.task_id, ADD.task_id, DOUBLED.task_id], trainer_state=None)
+                     task_id=[ADD.task_id, ADD.task_id, DOUBLED.task_id], trainer_state=None,
+                     log_extra=lambda column, values: extra.setdefault(column, []).extend(values),
+                     log_metric=lambda name, value: metrics.setdefault(name, []).append(value))
     assert rewards[0] == 6.5 and rewards[1] < 6.5 and rewards[2] < 6.5
+    assert extra["verdict"] == ["OK", "WRONG_ANSWER", "WRONG_ANSWER"] and extra["compile_error"] == ["", "", ""]
+    assert metrics["cpp/compile_rate"] == [1.0] and metrics["cpp/pass_rate"] == [pytest.approx(1 / 3)]
+    broken = reward(prompts=[ADD.prompt], completions=["  return a +;\n}\n"], task_id=[ADD.task_id],
+                    log_extra=lambda column, values: extra.setdefault(column, []).extend(values))
+    assert broken == [-1.0] and "error:" in extra["compile_error"][-1] and "completion:1:" in extra["compile_error"][-1]
     conversational = [[{"role": "assistant", "content": "  return a + b;\n}\n"}]]
     assert reward(prompts=[ADD.prompt], completions=conversational, task_id=[ADD.task_id]) == [6.5]
     assert reward.__name__ == "cpp_reward"
@@ -104,6 +147,28 @@ def test_verl_signature(reward):
     batch = reward.compute_score(data_source=["crucible"] * 2, solution_str=["  return a + b;\n}\n", "oops"],
                                  ground_truth=[as_json, ADD.task_id], extra_info=[{}, {}])
     assert [b["passed"] for b in batch] == [1.0, 0.0] and batch[1]["score"] == -1.0
+    # verl's BatchRewardManager: compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=,
+    # **reward_kwargs)
+    plural = reward.compute_score(data_sources=["crucible"] * 2, solution_strs=["  return a + b;\n}\n", "oops"],
+                                  ground_truths=[ADD.task_id, ADD.task_id], extra_infos=[{}, {}], backend="ignored")
+    assert [b["passed"] for b in plural] == [1.0, 0.0]
+
+
+def test_verl_module_function_takes_reward_kwargs(backend, task_file: Path):
+    """`custom_reward_function.path=rewards/adapters.py` with reward_kwargs naming the task file, the backend
+    and the worker count; verl binds reward_kwargs to both the naive and the batch call."""
+    from rewards.adapters import compute_score, default_reward
+
+    kwargs = {"tasks_path": str(task_file), "backend": backend, "workers": 1}
+    try:
+        one = compute_score(data_source="crucible", solution_str="  return a + b;\n}\n", ground_truth=ADD.task_id,
+                            extra_info={}, **kwargs)
+        many = compute_score(data_sources=["c", "c"], solution_strs=["  return a + b;\n}\n", STDIO["reference"]],
+                             ground_truths=[ADD.task_id, "io/sum"], extra_infos=[{}, {}], **kwargs)
+        assert one["passed"] == 1.0 and [m["passed"] for m in many] == [1.0, 1.0]
+        assert default_reward(str(task_file), backend, 1, "raw")._pool.config.num_workers == 1
+    finally:
+        default_reward(str(task_file), backend, 1, "raw").close()
 
 
 @pytest.mark.slow

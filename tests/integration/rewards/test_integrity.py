@@ -3,6 +3,8 @@ never pass. Runs through the real sandbox (both backends)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rewards.scorer import Scorer
@@ -73,3 +75,53 @@ def test_hacks_score_no_more_than_the_wrong_body(scorer):
 def test_forged_lines_are_reported(scorer):
     (s,) = scorer.score([(ADD, HACKS["fake_passed_banner"][1])])
     assert not s.passed and "forged" in s.detail
+
+
+# name -> (task, completion that farms a bonus, the same completion without the trick). The honest version has
+# an unused variable (a -Wall warning) or no real reasoning, so paying the bonus to the trick would score more.
+WARNING_BODY = "  int unused = 0;\n  return a + b;\n}\n"
+BONUS_FARMS = {
+    "pragma_diagnostic_ignored": (ADD, '#pragma GCC diagnostic ignored "-Wunused-variable"\n' + WARNING_BODY,
+                                  WARNING_BODY),
+    "_Pragma_operator": (ADD, '_Pragma("GCC diagnostic ignored \\"-Wunused-variable\\"")\n' + WARNING_BODY,
+                         WARNING_BODY),
+    "line_directive_moves_warnings": (ADD, '#line 1 "elsewhere.cpp"\n' + WARNING_BODY, WARNING_BODY),
+    "empty_reasoning_in_broken_program": (ADD, "  /* REASONING: */\n  return a +;\n}\n", "  return a +;\n}\n"),
+    "long_reasoning_in_broken_program": (ADD, "  /* REASONING: add the two numbers and return the sum to the"
+                                         " caller */\n  return a +;\n}\n", "  return a +;\n}\n"),
+    "one_word_reasoning": (ADD, "  /* REASONING: sum */\n  return a + b;\n}\n", "  return a + b;\n}\n"),
+}
+
+
+def test_bonuses_cannot_be_farmed(scorer):
+    items = [(t, farm) for t, farm, _ in BONUS_FARMS.values()] + [(t, honest) for t, _, honest in BONUS_FARMS.values()]
+    scored = scorer.score(items)
+    farmed, honest = scored[: len(BONUS_FARMS)], scored[len(BONUS_FARMS):]
+    for name, f, h in zip(BONUS_FARMS, farmed, honest):
+        assert f.reward is not None and f.reward <= h.reward, f"{name}: {f.components} > {h.components}"
+    assert honest[0].warnings >= 1 and honest[0].components["warnings"] == 0.0  # the honest body does warn
+    assert farmed[3].reward == farmed[4].reward == -1.0  # no reasoning bonus without the compile bonus
+    good = "  /* REASONING: the sum of two ints is their plain addition, no overflow here */\n  return a + b;\n}\n"
+    (s,) = scorer.score([(ADD, good)])
+    assert s.components["reasoning"] == 0.5 and s.reward == 7.0
+
+
+FORGERIES = Path(__file__).with_name("forgeries")
+
+
+def test_a_completion_preinit_entry_cannot_take_the_secret_first(scorer):
+    """The completion adds its own `.preinit_array` entry that reads the secret from stdin and prints
+    correctly tagged "passed" lines (a wrong body scored 3/3 when solution.cpp linked first). The harness's
+    translation unit links first now, so its entry runs first and the thief finds stdin empty."""
+    hack = (FORGERIES / "preinit_array.completion").read_text()
+    h, w = scorer.score([(ADD, hack), (ADD, WRONG_ADD)])
+    assert not h.passed and h.tests_passed == 0 and h.reward <= w.reward, h
+
+
+@pytest.mark.xfail(strict=True, reason="known hole (docs/tasks.md, issue 14 item 2): an IFUNC resolver runs before "
+                   "any .preinit_array entry, reads the secret and forges tags; closing it needs the judge out of "
+                   "the candidate's process")
+def test_an_ifunc_resolver_cannot_take_the_secret_first(scorer):
+    hack = (FORGERIES / "ifunc_resolver.completion").read_text()
+    (h,) = scorer.score([(ADD, hack)])
+    assert not h.passed, h

@@ -160,3 +160,19 @@ def test_complete_definition_keeps_the_closing_brace_and_drops_the_rest():
     assert complete_definition(fn, "    return 1;") == "    return 1;"  # no end: everything (it won't compile)
     struct = Task(task_id="t/s", kind="compile", prompt="struct P {\n")
     assert complete_definition(struct, "    int x;\n};\nstruct Q {") == "    int x;\n};\n"
+
+
+def test_complete_definition_cuts_benchmark_tasks_as_the_scorer_does():
+    """MultiPL-E's suffix adds "\n}" back (keeping the stop would close the function twice); HumanEval-X
+    keeps exactly the closing brace."""
+    from pretrain.evaluate import complete_definition
+    from rewards.scorer import solution_source
+    from rewards.types import Task
+
+    mpe = Task(task_id="m", kind="function", prompt="long f() {\n", tests="\nint main() { assert(f() == 1); }",
+               stop_tokens=("\n}",), completion_suffix="\n}")
+    source, _ = solution_source(mpe, complete_definition(mpe, "    return 1;\n}\nint g() {}"), "raw")
+    assert source == "long f() {\n    return 1;\n}\n"
+    hx = Task(task_id="h", kind="function", prompt="int f(){\n", tests="int main() { assert(f() == 1); }",
+              stop_tokens=("\n}\n",), finish="close-function")
+    assert complete_definition(hx, "    return 1;\n}\nint main() {}") == "    return 1;\n}"

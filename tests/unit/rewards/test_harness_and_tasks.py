@@ -50,7 +50,7 @@ def test_assemble_isolates_the_test_unit():
     a = assemble("int add(int a, int b) {\n", "  return a + b;\n}", "#include <cassert>\nint main() {\n"
                  "  assert(add(1, 2) == 3);\n  assert (add(0, 0) == 0);\n}\n")
     assert a.num_sites == 2
-    test = a.files["test.cpp"]
+    test = a.files["harness.cpp"]
     assert "CRUCIBLE_ASSERT(1, add(1, 2) == 3)" in test and "CRUCIBLE_ASSERT(2, add(0, 0) == 0)" in test
     assert "int add(int a, int b);" in test and "return a + b" not in test
     assert "int crucible_test_main(" in test and "namespace {" in test
@@ -66,12 +66,25 @@ def test_loaders_detect_formats(tmp_path: Path):
                             "canonical_solution": "return 1;\n}\n", "test": "int main(){assert(f()==1);}"}) + "\n")
     (task,) = load_tasks(he)
     assert (task.source, task.kind, task.entry_point, task.link_flags) == ("humaneval-x", "function", "f", ("-lcrypto",))
+    # HumanEval-X's evaluator puts the includes the prompt lacks first and compiles with -std=c++11
+    assert task.preamble.startswith("#include<stdlib.h>\n#include<algorithm>\n") and task.preamble.endswith(">\n\n")
+    assert task.program_head == task.preamble + "int f() {\n" and task.flags == ("-std=c++11",)
+    assert task.finish == "close-function"
     mpe = tmp_path / "mpe.jsonl"
     mpe.write_text(json.dumps({"name": "HumanEval_1_add", "language": "cpp", "prompt": "long add(long a) {\n",
                                "tests": "}\nint main() {\n    auto candidate = add;\n    assert(candidate(1) == 2);\n}\n",
                                "stop_tokens": ["\n}"]}) + "\n")
     (task,) = load_tasks(mpe)
-    assert task.source == "multipl-e" and task.completion_suffix == "}\n" and task.tests.lstrip().startswith("int main")
+    # MultiPL-E compiles prompt + completion + "\n" + tests: the "\n" and the tests' brace follow the completion
+    assert task.source == "multipl-e" and task.completion_suffix == "\n}" and task.tests.startswith("\nint main")
+    assert task.flags == ("-std=c++17",)
+    # a copy with a task_id column (DeepSeek-Coder's evaluation data) is still MultiPL-E, named by its task_id
+    mpe_id = tmp_path / "mpe_id.jsonl"
+    mpe_id.write_text(json.dumps({"task_id": "HumanEval/1", "name": "HumanEval_1_add", "language": "cpp",
+                                  "prompt": "long add(long a) {\n", "tests": "}\nint main() { assert(add(1) == 2); }\n",
+                                  "stop_tokens": ["\n}"]}) + "\n")
+    (task,) = load_tasks(mpe_id)
+    assert (task.source, task.task_id, task.completion_suffix) == ("multipl-e", "HumanEval/1", "\n}")
     stdio = tmp_path / "s.jsonl"
     stdio.write_text(json.dumps({"task_id": "s1", "prompt": "int main(){", "cases": [{"input": "1", "output": "1"}],
                                  "checker": "float", "abs_tol": 0.01}) + "\n")
@@ -88,12 +101,37 @@ def test_loaders_detect_formats(tmp_path: Path):
     ('{"task_id": "a", "prompt": "p", "kind": "compile"}\n{"task_id": "a", "prompt": "p", "kind": "compile"}\n',
      "duplicate task_id 'a'"),
     ("", "has no tasks"),
+    # function tasks are checked when the file loads, not when a batch is scored
+    ('{"task_id": "a", "prompt": "int f() {", "tests": "int main() { return f(); }"}\n',
+     r"bad.jsonl:1: task a: field 'tests' has no assert"),
+    ('{"task_id": "a", "prompt": "int f() {", "tests": "void t() { assert(f()); }"}\n',
+     r"bad.jsonl:1: task a: field 'tests' has no `int main\("),
+    ('{"task_id": "a", "prompt": "int f();\\n", "tests": "int main() { assert(f()); }"}\n',
+     r"bad.jsonl:1: task a: field 'prompt' must end inside the body"),
+    ('{"name": "m", "language": "cpp", "prompt": "int f() {", "tests": "}\\nint main(){assert(f());}", '
+     '"stop_tokens": "\\n}"}\n', r"bad.jsonl:1: field 'stop_tokens' must be a list of strings"),
 ])
 def test_loader_errors_name_file_line_and_field(tmp_path: Path, content, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content)
     with pytest.raises(ValueError, match=message):
         load_tasks(bad)
+
+
+def test_template_prompt_is_a_function_task():
+    prompt = "#include <vector>\ntemplate <typename T> T max_elem(const std::vector<T>& v) {\n"
+    decl = declarations_from_prompt(prompt)
+    assert decl.rstrip().endswith("T max_elem(const std::vector<T>& v);")
+
+
+def test_assembled_sites_remember_their_lines_and_verify_reports_them():
+    a = assemble("int f() {\n", "  return 1;\n}\n",
+                 "int main() {\n  assert(f() == 1);\n  assert (f() == 2);\n  assert(f());\n}")
+    assert a.site_lines == ("assert(f() == 1);", "assert (f() == 2);", "assert(f());")
+    s = new_secret()
+    report = verify(line(s, "assert", 1, 1) + line(s, "assert", 2, 0), s, 3)
+    assert (report.sites_passed, report.failed_sites, report.unreached_sites) == (1, (2,), (3,))
+    assert not report.completed
 
 
 def test_missing_task_file():
@@ -121,3 +159,29 @@ def test_sandbox_error_is_never_turned_into_a_reward():
     assert lost.reward is None and not lost.passed and lost.verdict == "SANDBOX_ERROR"
     summary = summarize([lost])
     assert summary["sandbox_errors"] == 1 and summary["scored"] == 0 and summary["reward_mean"] is None
+
+
+def test_an_oversized_completion_is_a_compile_failure_that_never_reaches_the_sandbox():
+    from rewards.scorer import MAX_COMPLETION_BYTES, Scorer
+    from rewards.types import Task
+
+    class NoSandbox:
+        def run_batch(self, jobs, progress=False):
+            assert jobs == []
+            return []
+
+    task = Task(task_id="t", kind="function", prompt="int f() {\n", tests="int main(){ assert(f() == 1); }")
+    (s,) = Scorer(pool=NoSandbox()).score([(task, "//" + "x" * MAX_COMPLETION_BYTES + "\n}\n")])
+    assert (s.verdict, s.reward, s.passed) == ("COMPILE_ERROR", -1.0, False) and "over the 262144 limit" in s.detail
+
+
+def test_relative_diagnostics_locate_errors_in_the_completion():
+    from rewards.scorer import relative_diagnostics
+
+    out = ("/work/src/solution.cpp: In function 'int f()':\n/work/src/solution.cpp:12:3: error: 'y' was not declared\n"
+           "   12 |   y = 1;\n      |   ^\n/work/src/solution.cpp:3:1: note: in the prompt\n")
+    text = relative_diagnostics(out, first_line=10)
+    assert text.splitlines()[:3] == ["In function 'int f()':", "completion:3:3: error: 'y' was not declared",
+                                     "    3 |   y = 1;"]
+    assert "prompt:3:1: note" in text and "solution.cpp" not in text
+    assert relative_diagnostics("x" * 5000, 1).endswith("[...]") and len(relative_diagnostics("x" * 5000, 1)) < 2100

@@ -52,7 +52,7 @@ def test_flags_must_be_a_list_of_strings():
 
 def test_task_with_a_bad_flag_names_the_file_line_task_and_field(tmp_path):
     path = tmp_path / "tasks.jsonl"
-    good = {"task_id": "ok", "prompt": "int f() {", "tests": "int main(){}"}
+    good = {"task_id": "ok", "prompt": "int f() {", "tests": "int main(){ assert(f() == 1); }"}
     bad = {**good, "task_id": "evil", "link_flags": ["-Wl,-plugin,/tmp/x.so"]}
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(ValueError) as info:
