@@ -17,19 +17,24 @@ from pathlib import Path
 from configs.loader import jsonl_rows
 from rewards.passk import available_ks, mean_pass_at_k
 from rewards.tasks import load_embedded, load_tasks
+from rewards.extract import completion_of
 from rewards.scorer import MAX_COMPLETION_BYTES
 from rewards.types import ScoredSample, Task
 
 
-def read_completions(path: Path, tasks: dict[str, Task]) -> list[tuple[Task, str]]:
+def read_completions(path: Path, tasks: dict[str, Task], mode: str = "raw") -> list[tuple[Task, str]]:
+    """Rows {task_id, completion}; a completion over the size limit once extracted (trailing text after a
+    HumanEval-X function is dropped first) is refused with its line."""
     items = []
     for lineno, row in jsonl_rows(path):
         if not isinstance(row, dict) or not isinstance(row.get("task_id"), str):
             raise ValueError(f"{path}:{lineno}: field 'task_id' is missing or not a string")
         if not isinstance(row.get("completion"), str):
             raise ValueError(f"{path}:{lineno}: field 'completion' is missing or not a string")
-        if len(row["completion"].encode()) > MAX_COMPLETION_BYTES:
-            raise ValueError(f"{path}:{lineno}: field 'completion' is {len(row['completion'].encode())} bytes, "
+        task = tasks.get(row["task_id"])
+        size = len(completion_of(row["completion"], mode, task.stop_tokens, task.finish).encode()) if task else 0
+        if size > MAX_COMPLETION_BYTES:
+            raise ValueError(f"{path}:{lineno}: field 'completion' is {size} bytes, "
                              f"over the {MAX_COMPLETION_BYTES}-byte limit")
         if row["task_id"] not in tasks:
             raise ValueError(f"{path}:{lineno}: task_id {row['task_id']!r} is not in the task file")
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.completions:
             raise ValueError(f"{args.command} needs --completions")
         items = canonical_items(tasks) if args.completions == "canonical" else read_completions(
-            Path(args.completions), by_id)
+            Path(args.completions), by_id, args.mode)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

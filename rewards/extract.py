@@ -23,8 +23,9 @@ def close_function(text: str) -> str:
     one more `}` than `{` (counted naively, as it does, strings and comments included), and its cleanup keeps
     everything up to that brace. A text that never closes the function but whose own braces balance was cut
     at a stop string such as "\n}\n" that took the function's brace with it: the brace is put back (never
-    to an empty text, which stays a compile error as it is officially). A text left inside a block (cut by
-    the token limit) is kept up to its last `}`, as the official cleanup does."""
+    to an empty text, which stays a compile error as it is officially, nor to one with a line starting with
+    `}`, which closed the function under a brace the naive count missed, e.g. in '{'). Any other text is
+    kept up to its last `}`, as the official cleanup does."""
     depth = 0
     for i, ch in enumerate(text):
         if ch == "{":
@@ -33,7 +34,7 @@ def close_function(text: str) -> str:
             depth -= 1
             if depth < 0:
                 return text[: i + 1]
-    if depth == 0 and text.strip():
+    if depth == 0 and text.strip() and not re.search(r"^\}", text, re.M):
         return text.rstrip("\r\n") + "\n}"
     last = text.rfind("}")
     return text[: last + 1] if last >= 0 else text

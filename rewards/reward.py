@@ -7,7 +7,7 @@ bonus only when a test passes (so "compiles but does nothing" is not rewarded).
 
 The bonuses cannot be farmed: a completion that can change which warnings are reported (a diagnostic
 `#pragma`/`_Pragma`, `system_header`, a `#line` directive or line marker, or token pasting that could build
-one) forfeits the warnings bonus, and the reasoning bonus is paid only together with the compile bonus.
+one, in any spelling: splices, comments, digraphs, trigraphs) forfeits the warnings bonus, and the reasoning bonus is paid only together with the compile bonus.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 _REASONING = re.compile(r"/\*\s*REASONING:(.*?)\*/", re.S)
-# Anything in the completion that can silence or relocate a warning. `##` is included because pasting can
-# assemble `_Pragma`; "pragma" anywhere (any case) covers `#pragma`, `_Pragma` and `__pragma`.
-_SILENCERS = re.compile(r"pragma|##|^[ \t]*#[ \t]*(?:line\b|\d)|system_header", re.I | re.M)
+# Anything in the completion that can silence or relocate a warning, matched after line splices and comments
+# are removed (as the preprocessor does). `##`/`%:%:` are included because pasting can assemble `_Pragma`;
+# "pragma" anywhere (any case) covers `#pragma`, `_Pragma` and `__pragma`; `%:` and `??=` spell `#`.
+_SPLICE = re.compile(r"(?:\\|\?\?/)[ \t]*\r?\n")
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+_SILENCERS = re.compile(r"pragma|##|%:|\?\?=|^[ \t]*#[ \t]*(?:line\b|\d)|system_header", re.I | re.M)
 _WARNING = re.compile(r"^(?:/work/src/)?([\w.+-]+):(\d+):\d+: warning:", re.M)
 
 
@@ -42,7 +45,9 @@ def has_reasoning(completion: str, min_words: int = 8) -> bool:
 
 def silences_warnings(completion: str) -> bool:
     """Could the completion hide its own warnings? Then it forfeits the warnings bonus."""
-    return _SILENCERS.search(completion) is not None
+    spliced = _SPLICE.sub("", completion)
+    # With comments removed (`#/**/line`), and as written (a "//" inside a string must not hide the rest).
+    return any(_SILENCERS.search(text) for text in (_COMMENT.sub(" ", spliced), spliced))
 
 
 def count_warnings(compile_output: str, file: str, first_line: int = 1) -> int:

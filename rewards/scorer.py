@@ -22,7 +22,8 @@ from sandbox.types import DEFAULT_RUN_LIMITS, Job, Result, StageLimits, TestCase
 MAX_COMPLETION_BYTES = 256 << 10  # a longer completion is not compiled (scored as a compile failure)
 DIAGNOSTICS_BYTES = 2048  # how much compiler output each scored sample carries
 _LOCATION = re.compile(r"^(?:/work/src/)?solution\.cpp:(\d+):", re.M)
-_GUTTER = re.compile(r"^( *)(\d+)( \| )", re.M)  # g++'s source excerpt: "    6 |   return a + b"
+_GUTTER = re.compile(r"^( *)(\d+)( \| )")  # g++'s source excerpt: "    6 |   return a + b"
+_FILE_LINE = re.compile(r"^(\S+?):\d+:(?:\d+:)? ")  # a diagnostic's location: the excerpt below is that file's
 
 
 def relative_diagnostics(compile_output: str, first_line: int, limit: int = DIAGNOSTICS_BYTES) -> str:
@@ -37,8 +38,13 @@ def relative_diagnostics(compile_output: str, first_line: int, limit: int = DIAG
         shown = str(line - first_line + 1) if line >= first_line else f"p{line}"
         return m.group(1) + shown.rjust(len(m.group(2))) + m.group(3)
 
-    text = compile_output.replace("/work/src/", "").replace("solution.cpp: In ", "In ")
-    text = _GUTTER.sub(gutter, _LOCATION.sub(where, text))
+    lines, ours = [], False
+    for line in compile_output.replace("/work/src/", "").replace("solution.cpp: In ", "In ").splitlines():
+        located = _FILE_LINE.match(line)
+        if located:
+            ours = located.group(1) == "solution.cpp"
+        lines.append(_GUTTER.sub(gutter, line) if ours and not located else line)
+    text = _LOCATION.sub(where, "\n".join(lines) + ("\n" if compile_output.endswith("\n") else ""))
     return text if len(text) <= limit else text[:limit] + "\n[...]"
 
 

@@ -184,4 +184,10 @@ def test_relative_diagnostics_locate_errors_in_the_completion():
     assert text.splitlines()[:3] == ["In function 'int f()':", "completion:3:3: error: 'y' was not declared",
                                      "    3 |   y = 1;"]
     assert "prompt:3:1: note" in text and "solution.cpp" not in text
+    # an excerpt of another file (a library header, the tests' unit) keeps its own line numbers
+    header = ("/work/src/solution.cpp:12:3: error: x\n   12 |   y = 1;\n"
+              "/usr/include/c++/12/bits/stl_algo.h:1950:5: note: y\n 1950 |     f();\n")
+    assert relative_diagnostics(header, 10).splitlines()[1:] == ["    3 |   y = 1;",
+                                                                 "/usr/include/c++/12/bits/stl_algo.h:1950:5: note: y",
+                                                                 " 1950 |     f();"]
     assert relative_diagnostics("x" * 5000, 1).endswith("[...]") and len(relative_diagnostics("x" * 5000, 1)) < 2100

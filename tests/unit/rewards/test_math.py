@@ -139,3 +139,19 @@ def test_close_function_hand_values(text, expected):
 def test_close_function_agrees_with_the_official_generator_on_closed_texts():
     for text in ("  return 1;\n}\n", "  s = \"{\";\n  return 1;\n}\n}\n", "  for(;;){}\n}\nint main(){}"):
         assert close_function(text) == humaneval_x_generation(text)
+
+
+@pytest.mark.parametrize("completion", [
+    '#/**/line 1\n  int unused = 0;\n  return 1;\n}',                                   # a comment is a space
+    '#pra\\\ngma GCC diagnostic ignored "-Wunused-variable"\n  return 1;\n}',        # line splice
+    '#define P(a,b) a%:%:b\n  P(_Pr,agma)("GCC diagnostic ignored \\"-Wall\\"")\n}',  # digraph ##
+    '%:line 1\n  int unused = 0;\n}', '??=line 1\n  int unused = 0;\n}',                # digraph / trigraph #
+    '  const char* s = "//"; _Pragma("GCC diagnostic ignored \\"-Wall\\"")\n}',        # "//" in a string
+])
+def test_preprocessor_spellings_of_silencers_are_caught(completion):
+    assert silences_warnings(completion)
+
+
+def test_close_function_does_not_double_a_brace_the_naive_count_missed():
+    text = "    for (char c: s) if (c=='{') n++;\n    return n;\n}\n"
+    assert close_function(text) == humaneval_x_generation(text) == text.rstrip("\n")
