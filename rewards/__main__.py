@@ -15,10 +15,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from configs.loader import jsonl_rows
-from rewards.passk import available_ks, mean_pass_at_k
-from rewards.tasks import load_embedded, load_tasks
 from rewards.extract import completion_of
+from rewards.passk import available_ks, mean_pass_at_k
 from rewards.scorer import MAX_COMPLETION_BYTES
+from rewards.tasks import load_embedded, load_tasks
 from rewards.types import ScoredSample, Task
 
 

@@ -11,8 +11,8 @@ Here, by construction:
   credit is per assert), and after the test's main returns the harness prints a `done` line.
 - Each result line carries a SipHash-2-4 tag keyed by a per-run secret. The secret arrives on stdin and is
   read by a `.preinit_array` hook (harness.cpp links first, so before any `.preinit_array` entry or
-  constructor of the completion runs), after which stdin is replaced by /dev/null. The harness makes raw system calls only (no libc symbol the completion could
-  interpose). Lines without a valid tag are ignored, so a fake "passed" banner, an early `exit(0)`, a
+  constructor of the completion runs), after which stdin is replaced by /dev/null. The harness makes raw
+  system calls only (no libc symbol the completion could interpose). Lines without a valid tag are ignored, so a fake "passed" banner, an early `exit(0)`, a
   static initializer that exits, a SIGABRT handler or `quick_exit` cannot produce a pass.
 
 Known hole (docs/tasks.md; reproduced by tests/integration/rewards/forgeries/ifunc_resolver.completion): the
@@ -146,12 +146,16 @@ def _returning_main(test: str) -> str:
     return _MAIN.sub("int crucible_test_main(", source.decode(), count=1)
 
 
-def check_function_task(prompt: str, test: str) -> None:
-    """What `assemble` needs of a task, checked when its file loads (ValueError naming the field)."""
+def _check_tests(test: str) -> None:
     if not _ASSERT.search(test):
         raise ValueError("field 'tests' has no assert(...) to check")
     if not _MAIN.search(test):
         raise ValueError("field 'tests' has no `int main(`")
+
+
+def check_function_task(prompt: str, test: str) -> None:
+    """What `assemble` needs of a task, checked when its file loads (ValueError naming the field)."""
+    _check_tests(test)
     declarations_from_prompt(prompt)
 
 
@@ -165,14 +169,14 @@ class AssembledTest:
 
 def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
     """Build solution.cpp and harness.cpp (the tests' translation unit) for an assert-style task."""
-    sites = iter(range(1, 1 << 30))
-    body, num_sites = _ASSERT.subn(lambda _m: f"CRUCIBLE_ASSERT({next(sites)}, ", test)
-    if num_sites == 0:
-        raise ValueError("field 'tests' has no assert(...) to check")
-    if not _MAIN.search(body):
-        raise ValueError("field 'tests' has no `int main(`")
-    site_lines = tuple(test[test.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0].strip()
-                       for m in _ASSERT.finditer(test))
+    _check_tests(test)
+    site_lines: list[str] = []  # site i+1's source line
+
+    def site(m: re.Match) -> str:
+        site_lines.append(test[test.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0].strip())
+        return f"CRUCIBLE_ASSERT({len(site_lines)}, "
+
+    body = _ASSERT.sub(site, test)
     includes = [line for line in body.splitlines() if line.lstrip().startswith("#include")]
     rest = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("#include"))
     rest = _returning_main(rest)
@@ -184,8 +188,8 @@ def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
     )
     # harness.cpp links before solution.cpp (the runner links in sorted order), so the harness's own
     # .preinit_array entry runs before any the completion adds and takes the secret off stdin first.
-    return AssembledTest({"solution.cpp": prompt + completion + "\n", "harness.cpp": test_cpp}, num_sites,
-                         prompt.count("\n") + 1, site_lines)
+    return AssembledTest({"solution.cpp": prompt + completion + "\n", "harness.cpp": test_cpp}, len(site_lines),
+                         prompt.count("\n") + 1, tuple(site_lines))
 
 
 def new_secret() -> str:
