@@ -16,7 +16,7 @@ demo-sandbox: setup
 	$(PY) -m rewards eval --tasks embedded --completions canonical
 
 test: setup
-	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q tests
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q --durations=25 tests
 
 test-fast: setup
 	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -m "not slow" tests

@@ -1,19 +1,17 @@
-"""The Ray side of the loop: a group of rollout engines (replaced when one dies, with the current weights
-re-pushed) and a group of learner ranks. The driver only talks to these two objects and the reward pool."""
+"""The learner ranks as one object with typed methods: update, export, probe, save, load.
+
+Every method runs on all ranks at once (each is a collective under FSDP2/DeepSpeed), so the driver never
+calls a rank by itself. Rollout engines live in `rollout.engine_group`."""
 
 from __future__ import annotations
 
-import logging
 import socket
-import threading
 
 import ray
 
-from rollout.engine import RolloutEngine
-from rollout.weight_sync import state_to_bytes
-
-log = logging.getLogger("crucible.learner")
-ENGINE_DIED = ray.exceptions.RayActorError  # ActorDiedError and friends derive from it
+from learner.batch import shard
+from learner.config import RLVRConfig
+from rollout.types import TrainingSample
 
 
 def free_port() -> int:
@@ -22,106 +20,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class EngineGroup:
-    def __init__(self, model_path: str, cfg: dict) -> None:
-        self.model_path, self.cfg = model_path, cfg
-        r = cfg["rollout"]
-        self.options = {"num_cpus": r["cpus_per_engine"], "num_gpus": r["gpus_per_engine"], "max_restarts": 0}
-        self.lock = threading.Lock()  # the producer thread generates while the driver syncs
-        self.engines = [self._new() for _ in range(r["engines"])]
-        ray.get([e.get_version.remote() for e in self.engines])  # fail fast if vLLM cannot start
-        self.weights_ref = None  # the newest pushed weights, for engines started later
-        self.version = 0
-        self.restarts = 0
-
-    def _new(self):
-        return ray.remote(RolloutEngine).options(**self.options).remote(
-            self.model_path, self.cfg["rollout"], self.cfg["model"]["dtype"], self.cfg["run"]["seed"])
-
-    def _replace(self, idx: int, dead) -> None:
-        with self.lock:
-            if self.engines[idx] is not dead:
-                return
-            log.warning("rollout engine %d died; starting a new one at policy version %d", idx, self.version)
-            engine = self._new()
-            if self.weights_ref is not None:
-                ray.get(engine.load_weights.remote(self.weights_ref, self.version))
-            self.engines[idx] = engine
-            self.restarts += 1
-
-    def generate(self, requests: list[dict], max_attempts: int = 3) -> list[dict]:
-        """Requests spread round-robin over engines; a chunk whose engine dies is re-run on its replacement,
-        so each request yields its samples exactly once."""
-        with self.lock:
-            engines = list(self.engines)
-        chunks = {i: requests[i :: len(engines)] for i in range(len(engines))}
-        results: dict[int, list[dict]] = {}
-        attempts = dict.fromkeys(chunks, 0)
-        while chunks:
-            refs = {}
-            for i, chunk in chunks.items():
-                if chunk:
-                    with self.lock:
-                        engine = self.engines[i]
-                    refs[engine.generate.remote(chunk)] = (i, engine)
-                else:
-                    results[i] = []
-            chunks = {}
-            for ref, (i, engine) in refs.items():
-                try:
-                    results[i] = ray.get(ref)
-                except ENGINE_DIED as exc:
-                    attempts[i] += 1
-                    if attempts[i] >= max_attempts:
-                        raise RuntimeError(f"rollout engine {i} failed {attempts[i]} times: {exc}") from exc
-                    self._replace(i, engine)
-                    chunks[i] = requests[i :: len(engines)]
-        return [s for i in sorted(results) for s in results[i]]
-
-    def push(self, state: dict, version: int) -> float:
-        """Send the learner's weights to every engine; returns the bytes' size in MB."""
-        blob = state_to_bytes(state)
-        with self.lock:
-            self.weights_ref = ray.put(blob)
-            self.version = version
-            engines = list(self.engines)
-        for i, engine in enumerate(engines):
-            try:
-                ray.get(engine.load_weights.remote(self.weights_ref, version))
-            except ENGINE_DIED:
-                self._replace(i, engine)  # the replacement loads weights_ref itself
-        return len(blob) / 2**20
-
-    def call_first(self, method: str, *args):
-        for attempt in range(3):
-            with self.lock:
-                engine = self.engines[0]
-            try:
-                return ray.get(getattr(engine, method).remote(*args))
-            except ENGINE_DIED:
-                if attempt == 2:
-                    raise
-                self._replace(0, engine)
-
-    def close(self) -> None:
-        for e in self.engines:
-            ray.kill(e)
+def reduce_update(parts: list[dict]) -> dict:
+    """The ranks' sums -> the step's metrics: loss summed over ranks, per-token means over all tokens."""
+    tot = {k: sum(p[k] for p in parts) for k in parts[0]}
+    ntok = max(tot["tokens"], 1.0)
+    return {"loss": tot["loss"], "grad_norm": parts[0]["grad_norm"], "kl": tot["kl_sum"] / ntok,
+            "entropy": tot["entropy_sum"] / ntok, "clip_fraction": tot["clip_fraction_sum"] / ntok,
+            "logprob_mismatch": tot["mismatch_sum"] / ntok, "is_weight_mean": tot["is_weight_sum"] / ntok,
+            "train_tokens": tot["tokens"]}
 
 
 class LearnerGroup:
-    def __init__(self, model_path: str, cfg: dict) -> None:
+    def __init__(self, model_path: str, cfg: RLVRConfig) -> None:
         from learner.worker import LearnerWorker
 
-        lc = cfg["learner"]
-        world, port = lc["world_size"], free_port()
-        actor = ray.remote(LearnerWorker).options(num_cpus=lc["cpus_per_worker"], num_gpus=lc["gpus_per_worker"])
-        self.workers = [actor.remote(cfg, model_path, rank, world, port) for rank in range(world)]
-        self.world = world
+        lc = cfg.learner
+        self.cfg, self.world = cfg, lc.world_size
+        port = free_port()
+        actor = ray.remote(LearnerWorker).options(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker)
+        self.workers = [actor.remote(cfg, model_path, rank, self.world, port) for rank in range(self.world)]
 
-    def all(self, method: str, *per_rank_args, args: tuple = ()) -> list:
-        """Call `method` on every rank at once (collectives need that); per_rank_args are lists by rank."""
-        refs = [getattr(w, method).remote(*[a[r] for a in per_rank_args], *args) for r, w in enumerate(self.workers)]
+    def _all(self, method: str, *per_rank: list, args: tuple = ()) -> list:
+        refs = [getattr(w, method).remote(*[a[r] for a in per_rank], *args) for r, w in enumerate(self.workers)]
         return ray.get(refs)
+
+    def update(self, samples: list[TrainingSample]) -> dict:
+        """`algo.minibatches` optimizer steps on `samples`, sharded over the ranks by token count."""
+        a = self.cfg.algo
+        per_rank, tokens, micro = shard(samples, self.world, a.micro_batch_size, a.minibatches)
+        return reduce_update(self._all("train", per_rank, args=(tokens, micro)))
+
+    def export(self) -> dict:
+        """Full HF-named weights (gathered on rank 0)."""
+        return self._all("export_state")[0]
+
+    def probe(self, token_ids: list[int]) -> list[float]:
+        return self._all("probe_logprobs", args=(token_ids,))[0]
+
+    def save(self, directory: str) -> None:
+        self._all("save", args=(directory,))
+
+    def load(self, directory: str) -> None:
+        self._all("load", args=(directory,))
 
     def close(self) -> None:
         try:

@@ -5,82 +5,73 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from configs.base import StrictModel, TaskSplit, check_lineage
 from rewards.reward import RewardConfig
+from rollout.config import RolloutConfig
+
+__all__ = ["RLVRConfig", "RolloutConfig"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     path: str = Field("tiny", description='HF checkpoint directory, or "tiny" for the embedded tiny policy')
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="compute dtype of vLLM and the learner "
+                                                  "(bfloat16: fp32 master weights, bf16 compute)")
     lora_rank: int = Field(0, ge=0, description="0 = full fine-tuning; >0 trains LoRA adapters (merged for sync)")
-    lora_alpha: int = Field(32, ge=1)
-    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], description="modules given adapters")
 
 
-class TaskConfig(_Strict):
+class TaskConfig(StrictModel):
     source: str = Field("embedded", description='"embedded" or a task file (HumanEval-X, MultiPL-E, native)')
     tiers: list[int] | None = Field(None, description="keep only these tiers (embedded tasks)")
-    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks (evaluated, never "
+                             "trained on); shared by every stage")
 
 
-class RolloutConfig(_Strict):
-    engines: int = Field(1, ge=1)
-    prompts_per_step: int = Field(8, ge=1)
-    samples_per_prompt: int = Field(8, ge=2, description="K: group size for group-relative advantages")
-    temperature: float = Field(1.0, gt=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(128, ge=1)
-    stop: list[str] = Field(["\n}\n"], description="kept in the completion (the scorer applies each task's own "
-                            "stop tokens and suffix): a top-level closing brace ends a function, EOS anything else")
-    max_model_len: int = Field(1024, ge=64)
-    cpus_per_engine: float = Field(1.0, gt=0)
-    gpus_per_engine: float = Field(0.0, ge=0)
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
-    enforce_eager: bool = True
-    strip_prompt: bool = Field(True, description="drop the prompt's trailing whitespace so it ends at a token "
-                               "boundary: BPE merges '\\n' with the next line's indent, and a prompt ending in a bare "
-                               "'\\n' token is one the model rarely saw before code (bigcode-harness does the same)")
-
-
-class RewardWorkersConfig(_Strict):
-    workers: int = Field(1, ge=1)
-    slots_per_worker: int = Field(1, ge=1, description="sandbox jails (and CPUs) per reward actor")
-    backend: Literal["docker", "bwrap"] = "bwrap"
-    mode: Literal["raw", "chat"] = "raw"
+class RewardWorkersConfig(StrictModel):
+    workers: int = Field(1, ge=1, description="reward actors (each owns a sandbox pool)")
+    slots_per_worker: int = Field(1, ge=0, description="sandbox jails run at once per reward actor; 0: one per core "
+                                  "the actor's node has (what is free while the engines and learner wait for scores)")
+    cpus_per_worker: float | None = Field(None, gt=0, description="Ray CPUs reserved per reward actor; default "
+                                          "slots_per_worker (1 when that is 0). Fewer than the slots lets scoring "
+                                          "use cores Ray has reserved for engines and learners that idle meanwhile")
+    backend: Literal["docker", "bwrap"] = Field("bwrap", description="sandbox backend")
+    mode: Literal["raw", "chat"] = Field("raw", description="raw continuations, or chat answers (code extracted)")
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. {sandbox: 1}")
-    weights: RewardConfig = Field(default_factory=RewardConfig)
+    weights: RewardConfig = Field(default_factory=RewardConfig, description="reward components and their weights")
+
+    @property
+    def reserved_cpus(self) -> float:
+        return self.cpus_per_worker if self.cpus_per_worker is not None else float(self.slots_per_worker or 1)
 
 
-class AlgoConfig(_Strict):
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    clip_low: float = Field(0.2, ge=0)
+class AlgoConfig(StrictModel):
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    clip_low: float = Field(0.2, ge=0, description="lower ratio bound 1-clip_low of the PPO surrogate")
     clip_high: float = Field(0.28, ge=0, description="clip-higher: upper ratio bound 1+clip_high")
     kl_coef: float = Field(0.0, ge=0, description="k3 KL to a frozen reference; 0 loads no reference")
     scale_by_std: bool = Field(True, description="False = Dr. GRPO (mean-centred only)")
-    filter_equal_rewards: bool = True
-    truncation: Literal["mask", "penalty", "keep"] = "mask"
-    truncation_penalty: float = -1.0
+    filter_equal_rewards: bool = Field(True, description="drop groups whose rewards are all equal (zero advantage)")
+    truncation: Literal["mask", "penalty", "keep"] = Field("mask", description="what a completion cut by "
+                                                           "max_new_tokens trains with: no loss, a penalty, as is")
+    truncation_penalty: float = Field(-1.0, description="added to a truncated completion's reward (truncation=penalty)")
     is_cap: float = Field(2.0, gt=0, description="truncated importance-sampling cap on pi_learner/pi_vllm")
     probe_tolerance: float = Field(0.05, gt=0, description="max mean |logprob diff| vLLM vs learner after sync")
-    micro_batch_size: int = Field(16, ge=1)
+    micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward on each rank")
     minibatches: int = Field(1, ge=1, description="optimizer steps per rollout batch (>1: the clip matters)")
 
 
-class LearnerConfig(_Strict):
-    backend: Literal["local", "fsdp2", "deepspeed"] = "local"
-    world_size: int = Field(1, ge=1)
-    zero_stage: Literal[2, 3] = 2
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+class LearnerConfig(StrictModel):
+    backend: Literal["local", "fsdp2", "deepspeed"] = Field("local", description="local: one plain process; fsdp2 / "
+                                                             "deepspeed: data-parallel ranks")
+    world_size: int = Field(1, ge=1, description="learner ranks (Ray actors)")
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per rank (also its torch threads)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rank")
 
     @model_validator(mode="after")
     def _local_is_one_process(self):
@@ -89,29 +80,33 @@ class LearnerConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
-    steps: int = Field(3, ge=1)
+class RunConfig(StrictModel):
+    steps: int = Field(3, ge=1, description="GRPO steps")
     staleness: int = Field(0, ge=0, le=4, description="0 = synchronous and reproducible; 1-2 = async")
-    seed: int = 0
-    out_dir: str = "runs/rlvr"
+    seed: int = Field(0, description="seeds prompt order, sampling and the learner")
+    out_dir: str = Field("runs/rlvr", description="metrics, checkpoints, rollouts, report and config.json")
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
     resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
     eval_every: int = Field(0, ge=0, description="0 = held-out eval only before the first and after the last step")
-    eval_samples: int = Field(4, ge=1)
+    eval_samples: int = Field(4, ge=1, description="completions per held-out task at each evaluation")
     ray_address: str | None = Field(None, description='None: attach to a running cluster or start a local one;'
                                     ' "local": always start a private local one')
-    tensorboard: bool = True
-    wandb_project: str | None = None
+    tensorboard: bool = Field(True, description="also write TensorBoard scalars to out_dir/tensorboard")
+    wandb_project: str | None = Field(None, description="also log to this Weights & Biases project")
+    log_rollouts: str = Field("sample:4", pattern=r"^(none|all|sample:[1-9][0-9]*)$",
+                              description="rollout dumps in out_dir/rollouts/step_NNNNNN.jsonl.gz: none, all, or "
+                              "sample:N (N groups per step, best and worst kept)")
+    log_every: int = Field(1, ge=0, description="one progress line per this many steps to the log (0: none)")
 
 
-class RLVRConfig(_Strict):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    tasks: TaskConfig = Field(default_factory=TaskConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    reward: RewardWorkersConfig = Field(default_factory=RewardWorkersConfig)
-    algo: AlgoConfig = Field(default_factory=AlgoConfig)
-    learner: LearnerConfig = Field(default_factory=LearnerConfig)
-    run: RunConfig = Field(default_factory=RunConfig)
+class RLVRConfig(StrictModel):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the policy")
+    tasks: TaskConfig = Field(default_factory=TaskConfig, description="prompts and their split")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="generation")
+    reward: RewardWorkersConfig = Field(default_factory=RewardWorkersConfig, description="scoring")
+    algo: AlgoConfig = Field(default_factory=AlgoConfig, description="the GRPO update")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="the learner ranks")
+    run: RunConfig = Field(default_factory=RunConfig, description="steps, pipelining, checkpoints, logging")
 
     @model_validator(mode="after")
     def _check_paths(self):
@@ -124,6 +119,7 @@ class RLVRConfig(_Strict):
             if not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
                 raise ValueError(f"model.path: {p} has no tokenizer (tokenizer.json / tokenizer_config.json);"
                                  " save the tokenizer next to the weights")
+            check_lineage(p, self.tasks.split, "tasks.split")
         if self.tasks.source != "embedded" and not Path(self.tasks.source).exists():
             raise ValueError(f"tasks.source: {self.tasks.source} does not exist")
         return self

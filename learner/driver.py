@@ -1,28 +1,34 @@
-"""The RLVR driver: tasks -> rollout (vLLM actors) -> sandbox rewards (Ray actor pool) -> GRPO learner ->
-weights back to vLLM, with a bounded-staleness pipeline.
+"""The RLVR driver: tasks -> rollout (vLLM engines + sandbox rewards, `rollout.producer`) -> GRPO learner ranks ->
+weights back to vLLM, with bounded staleness.
 
-A producer thread generates and scores step s as soon as the engines hold policy version >= s - staleness;
-the main thread trains on finished steps in order, pushes the new weights, checks the probe and logs.
-staleness=0 is fully synchronous (and reproducible: every sampling seed is a function of step and prompt).
+`run` reads top to bottom as the phases of a step. `Trainer` holds the phases; it talks to four parts through
+typed methods only: the producer (`next_batch`, `allow`, `rollout`), the engines (`push`, `probe`), the learner
+group (`update`, `export`, `probe`, `save`, `load`) and the metrics sink. `build` makes the real parts on Ray;
+tests hand `Trainer` plain Python fakes behind the same methods.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from learner import checkpoint
-from learner.batch import assign_advantages, prompt_order, reward_stats, shard
+from learner.batch import assign_advantages
+from configs.base import check_lineage
 from learner.config import RLVRConfig
-from rewards.tasks import is_heldout, load_embedded, load_tasks
+from rewards.tasks import load_embedded, load_tasks
 from rewards.types import Task
+from rollout.dump import parse_policy, rollout_row, select_groups, write_rollouts
+from rollout.producer import Producer, StepRollout, sample_seed
+from rollout.stats import reward_stats
+from rollout.weight_sync import state_to_bytes
 
 log = logging.getLogger("crucible.learner")
 
@@ -53,251 +59,295 @@ def connect_ray(address: str | None) -> bool:
 
 
 def split_tasks(cfg: RLVRConfig) -> tuple[list[Task], list[Task]]:
+    """(train, held out) by the split every stage shares (configs.base.TaskSplit)."""
     t = cfg.tasks
     tasks = load_embedded() if t.source == "embedded" else load_tasks(t.source)
     if t.tiers is not None:
         tasks = [x for x in tasks if x.tier in t.tiers]
     if not tasks:
         raise ValueError(f"tasks: no tasks in {t.source!r}" + (f" with tiers={t.tiers}" if t.tiers else ""))
-    heldout = [x for x in tasks if is_heldout(x.task_id, t.heldout_fraction, t.split_seed)]
-    train = [x for x in tasks if not is_heldout(x.task_id, t.heldout_fraction, t.split_seed)]
+    train, heldout = t.split.split(tasks)
     if not train:
-        raise ValueError("tasks: every task fell in the held-out split; lower tasks.heldout_fraction")
+        raise ValueError("tasks: every task fell in the held-out split; lower tasks.split.heldout_fraction")
     return train, heldout
 
 
 def check_resources(cfg: RLVRConfig, cluster: dict) -> None:
     """Fail now, naming the fields, rather than wait forever for actors Ray can never place."""
     r, lc, rw = cfg.rollout, cfg.learner, cfg.reward
-    cpus = r.engines * r.cpus_per_engine + lc.world_size * lc.cpus_per_worker + rw.workers * rw.slots_per_worker
+    cpus = r.engines * r.cpus_per_engine + lc.world_size * lc.cpus_per_worker + rw.workers * rw.reserved_cpus
     gpus = r.engines * r.gpus_per_engine + lc.world_size * lc.gpus_per_worker
     if cpus > cluster.get("CPU", 0) + 1e-9:
         raise ValueError(f"the run needs {cpus:g} CPUs (rollout.engines x rollout.cpus_per_engine + learner.world_size"
-                         f" x learner.cpus_per_worker + reward.workers x reward.slots_per_worker) but the Ray cluster has"
+                         f" x learner.cpus_per_worker + reward.workers x reward.cpus_per_worker) but the Ray cluster has"
                          f" {cluster.get('CPU', 0):g}; lower them (fractions are allowed) or add nodes")
     if gpus > cluster.get("GPU", 0) + 1e-9:
         raise ValueError(f"the run needs {gpus:g} GPUs (rollout.gpus_per_engine, learner.gpus_per_worker) but the Ray "
                          f"cluster has {cluster.get('GPU', 0):g}")
 
 
-def resolve_model(path: str) -> str:
-    if path == "tiny":
+def resolve_model(cfg: RLVRConfig) -> str:
+    if cfg.model.path == "tiny":  # warmed up on this run's training split, never on its held-out tasks
         from learner.tiny_policy import build_tiny_policy
 
-        return str(build_tiny_policy())
-    return path
+        return str(build_tiny_policy(split=cfg.tasks.split))
+    return cfg.model.path
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.default_rng(list(parts)).integers(2**31 - 1))
+@dataclass
+class Parts:
+    """What the trainer talks to. Real: Ray actors (`build`); tests: plain objects with the same methods."""
 
-
-class Loop:
-    def __init__(self, cfg: RLVRConfig) -> None:
-        self.cfg, self.cfgd = cfg, cfg.model_dump()
-        self.train_tasks, self.heldout = split_tasks(cfg)  # bad task files fail before heavy imports and Ray
-        import ray
-        from transformers import AutoTokenizer
-
-        from learner.cluster import EngineGroup, LearnerGroup
-        from learner.metrics import MetricsSink
-        from rewards.ray_pool import RewardActorPool
-
-        self.ray = ray
-        self.engines = self.learners = self.pool = self.sink = None
-        self.out = Path(cfg.run.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.started_ray = connect_ray(cfg.run.ray_address)
-        try:  # on failure, close what was built and the Ray this driver started: run() has no loop to close
-            check_resources(cfg, ray.cluster_resources())
-            self.model_path = resolve_model(cfg.model.path)
-            tok = AutoTokenizer.from_pretrained(self.model_path)
-            probe_task = (self.heldout or self.train_tasks)[0]
-            self.probe_ids = tok(probe_task.prompt + (probe_task.reference or ""))["input_ids"][:256]
-            rw = cfg.reward
-            self.pool = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
-                                        sandbox={"backend": rw.backend}, reward=rw.weights.model_dump(),
-                                        mode=rw.mode, resources=rw.resources or None)
-            self.engines = EngineGroup(self.model_path, self.cfgd)
-            self.learners = LearnerGroup(self.model_path, self.cfgd)
-            self.sink = MetricsSink(self.out, tensorboard=cfg.run.tensorboard,
-                                    wandb_project=cfg.run.wandb_project)
-        except BaseException:
-            self.close()
-            raise
-        self.version = 0
-        self.cond = threading.Condition()
-        self.stop = False
-        self.seen: set = set()
-        self.duplicates = 0
-        self.samples_scored = 0
-
-    # ---- rollouts: generate + score -------------------------------------------------------------------
-    def rollout(self, tasks: list[Task], keys: list, k: int, seeds: list[int]) -> tuple[list[dict], dict]:
-        t0 = time.perf_counter()
-        strip = self.cfg.rollout.strip_prompt
-        requests = [{"key": key, "prompt": t.prompt.rstrip() if strip else t.prompt, "n": k, "seed": s}
-                    for key, t, s in zip(keys, tasks, seeds)]
-        samples = self.engines.generate(requests)
-        t1 = time.perf_counter()
-        by_key = dict(zip(keys, tasks))
-        scored = self.pool.score([(by_key[s["key"]], s["text"]) for s in samples])
-        for s, r in zip(samples, scored):
-            s.update(reward=r.reward, passed=r.passed, verdict=r.verdict, components=r.components)
-        t2 = time.perf_counter()
-        tokens = sum(len(s["completion_ids"]) for s in samples)
-        return samples, {"time_generate_s": t1 - t0, "time_score_s": t2 - t1, "gen_tokens": tokens,
-                         "gen_tokens_per_s": tokens / max(t1 - t0, 1e-9)}
-
-    def produce(self, start: int, q: queue.Queue) -> None:
-        c = self.cfg
-        try:
-            for step in range(start, c.run.steps):
-                with self.cond:  # bounded staleness: engines must hold version >= step - staleness
-                    self.cond.wait_for(lambda: self.stop or self.version >= step - c.run.staleness)
-                    if self.stop:
-                        return
-                idx = prompt_order(len(self.train_tasks), step, c.rollout.prompts_per_step, c.run.seed)
-                keys = [(step, pos) for pos in range(len(idx))]
-                seeds = [_seed(c.run.seed, step, pos) for pos in range(len(idx))]
-                samples, info = self.rollout([self.train_tasks[i] for i in idx], keys, c.rollout.samples_per_prompt, seeds)
-                q.put((step, samples, info))
-        except BaseException as exc:  # surfaced by the main thread
-            q.put((None, exc, None))
-
-    def evaluate(self) -> dict:
-        if not self.heldout:
-            return {}
-        n = self.cfg.run.eval_samples
-        keys = [("eval", i) for i in range(len(self.heldout))]
-        seeds = [_seed(self.cfg.run.seed, 10**6, i) for i in range(len(self.heldout))]
-        samples, _ = self.rollout(self.heldout, keys, n, seeds)
-        return reward_stats(samples, prefix="eval_")
-
-    # ---- learner side ------------------------------------------------------------------------------
-    def sync(self, version: int) -> dict:
-        """Push the learner's weights to vLLM, then require vLLM's probe logprobs to match the learner's."""
-        t0 = time.perf_counter()
-        before = np.array(self.engines.call_first("probe_logprobs", self.probe_ids))
-        state = self.learners.all("export_state")[0]
-        mb = self.engines.push(state, version)
-        after = np.array(self.engines.call_first("probe_logprobs", self.probe_ids))
-        mine = np.array(self.learners.all("probe_logprobs", args=(self.probe_ids,))[0])
-        mismatch = float(np.abs(after - mine).mean())
-        if mismatch > self.cfg.algo.probe_tolerance:
-            raise ProbeMismatch(f"weight sync check failed at policy version {version}: vLLM's probe logprobs differ "
-                                f"from the learner's by {mismatch:.4f} on average (algo.probe_tolerance="
-                                f"{self.cfg.algo.probe_tolerance}); vLLM is not running the trained weights")
-        self.last_state = state
-        return {"time_sync_s": time.perf_counter() - t0, "probe_mismatch": mismatch,
-                "probe_shift": float(np.abs(after - before).mean()), "sync_mb": mb}
-
-    def train_step(self, step: int, samples: list[dict]) -> dict:
-        a, c = self.cfg.algo, self.cfg
-        for s in samples:  # every sample is counted exactly once
-            ident = (s["key"], s["index"])
-            self.duplicates += ident in self.seen
-            self.seen.add(ident)
-        self.samples_scored += len(samples)
-        kept, counts = assign_advantages(samples, a.scale_by_std, a.truncation, a.truncation_penalty,
-                                         a.filter_equal_rewards)
-        t0 = time.perf_counter()
-        rec: dict = {**counts, "samples": len(samples), "trained_samples": len(kept)}
-        if kept:
-            per_rank, tokens, micro = shard(kept, c.learner.world_size, a.micro_batch_size, a.minibatches)
-            parts = self.learners.all("train", per_rank, args=(tokens, micro))
-            tot = {k: sum(p[k] for p in parts) for k in parts[0]}
-            ntok = max(tot["tokens"], 1.0)
-            rec.update(loss=tot["loss"], grad_norm=parts[0]["grad_norm"], kl=tot["kl_sum"] / ntok,
-                       entropy=tot["entropy_sum"] / ntok, clip_fraction=tot["clip_fraction_sum"] / ntok,
-                       logprob_mismatch=tot["mismatch_sum"] / ntok, is_weight_mean=tot["is_weight_sum"] / ntok,
-                       train_tokens=tot["tokens"])
-        dt = time.perf_counter() - t0
-        rec.update(time_train_s=dt, train_tokens_per_s=rec.get("train_tokens", 0) / max(dt, 1e-9))
-        return rec
-
-    def save(self, step: int, history: dict) -> Path:
-        tmp = checkpoint.begin(self.out, step)
-        self.learners.all("save", [str(tmp / "learner")] * self.cfg.learner.world_size)
-        checkpoint.save_hf_policy(self.last_state, self.model_path, tmp / "policy")
-        return checkpoint.commit(tmp, {"step": step, "version": self.version, "history": history,
-                                       "samples_scored": self.samples_scored})
+    producer: Producer
+    engines: Any  # push(blob, version) -> MB, probe(ids) -> logprobs, restarts
+    learners: Any  # update, export, probe, save, load, close
+    sink: Any  # log(step, record), close
+    rewards: Any = None  # the reward pool: restarts, close
+    started_ray: bool = False
+    extras: list = field(default_factory=list)  # more things to close
 
     def close(self) -> None:
-        for part in (self.engines, self.learners, self.pool, self.sink):
+        for part in (self.producer, self.engines, self.learners, self.rewards, self.sink, *self.extras):
             try:
                 if part is not None:
                     part.close()
             except Exception as exc:  # teardown must not hide the run's own result
                 log.warning("close failed: %s", exc)
         if self.started_ray:  # a local instance this driver started ends with the run, error or not
-            self.ray.shutdown()
+            import ray
+
+            ray.shutdown()
 
 
-def run(cfg: RLVRConfig) -> dict:
-    from learner.metrics import read_metrics
-    from learner.report import write_report
+class Trainer:
+    def __init__(self, cfg: RLVRConfig, parts: Parts, train_tasks: list[Task], heldout: list[Task],
+                 probe_ids: list[int], model_path: str) -> None:
+        self.cfg, self.parts = cfg, parts
+        self.producer, self.engines, self.learners = parts.producer, parts.engines, parts.learners
+        self.train_tasks, self.heldout = train_tasks, heldout
+        self.prompt_of = {t.task_id: t.prompt for t in train_tasks}
+        self.probe_ids, self.model_path = probe_ids, model_path
+        self.out = Path(cfg.run.out_dir)
+        self.version = 0
+        self.history: dict = {}
+        self.resumed_from: int | None = None
+        self.seen: set = set()  # the ledger: a sample trained twice shows in `duplicates` (the tests require 0)
+        self.duplicates = 0
+        self.samples_scored = 0
+        self.last_state: dict | None = None
+        self.keep_rollouts = parse_policy(cfg.run.log_rollouts)
+        self.t_start = time.perf_counter()
+        self.busy_before = dict(self.producer.busy)
 
-    t_start = time.perf_counter()
-    loop = Loop(cfg)
-    try:
-        start, history, resumed = 0, {}, None
-        ckpt = checkpoint.latest(cfg.run.out_dir) if cfg.run.resume else None
-        if ckpt is not None:
-            state = checkpoint.read_driver_state(ckpt)
-            loop.learners.all("load", [str(ckpt / "learner")] * cfg.learner.world_size)
-            start, history, resumed = state["step"], state["history"], state["step"]
-            loop.version = state["version"]
-        loop.sync(loop.version)  # also the first probe: vLLM must start from the learner's weights
-        if "eval_first" not in history:
-            history["eval_first"] = loop.evaluate()
-        q: queue.Queue = queue.Queue()
-        producer = threading.Thread(target=loop.produce, args=(start, q), daemon=True)
-        producer.start()
-        bar = tqdm(range(start, cfg.run.steps), desc="GRPO", initial=start, total=cfg.run.steps)
-        for step in bar:
-            t0 = time.perf_counter()
-            got, samples, info = q.get()
-            if got is None:
-                raise samples
-            t_wait = time.perf_counter() - t0
-            rec = {**reward_stats(samples), **info, "time_wait_rollout_s": t_wait}
-            rec["staleness"] = float(np.mean([step - s["version"] for s in samples]))
-            rec["truncated_fraction"] = float(np.mean([s["truncated"] for s in samples]))
-            rec.update(loop.train_step(step, samples))
-            rec.update(loop.sync(step + 1))
-            with loop.cond:
-                loop.version = step + 1
-                loop.cond.notify_all()
-            if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < cfg.run.steps:
-                rec.update(loop.evaluate())
-            rec.update(time_step_s=time.perf_counter() - t0, version=loop.version,
-                       engine_restarts=loop.engines.restarts, sandbox_retries=loop.pool.restarts)
-            if step + 1 == cfg.run.steps:
-                history["eval_last"] = loop.evaluate()
-                rec.update(history["eval_last"])
-            loop.sink.log(step, rec)
-            bar.set_postfix(reward=f"{rec['reward_mean'] or 0:.2f}", passed=f"{rec['pass_rate'] or 0:.2f}")
-            every = cfg.run.checkpoint_every
-            if (every and (step + 1) % every == 0) or step + 1 == cfg.run.steps:
-                loop.save(step + 1, history)
-        nodes = {"driver_node": loop.ray.get_runtime_context().get_node_id(),
-                 "reward_worker_nodes": sorted(set(loop.ray.get([w.node_id.remote() for w in loop.pool.workers])))}
-        final = checkpoint.latest(cfg.run.out_dir)
-        records = read_metrics(loop.out / "metrics.jsonl")
-        report = write_report(loop.out / "metrics.jsonl", loop.out / "report.html",
-                              summary={"config": cfg.model_dump_json()})
-        first, last = history.get("eval_first", {}), history.get("eval_last", {})
-        return {"checkpoint": str(final / "policy") if final else None, "steps": cfg.run.steps,
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.parts.close()
+
+    # ---- phases ------------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """The newest complete checkpoint's learner state and counters; the first step to run."""
+        ckpt = checkpoint.latest(self.out) if self.cfg.run.resume else None
+        if ckpt is None:
+            return 0
+        state = checkpoint.read_driver_state(ckpt)
+        self.learners.load(str(ckpt / "learner"))
+        self.version, self.history, self.resumed_from = state["version"], state["history"], state["step"]
+        return state["step"]
+
+    def sync(self, version: int) -> dict:
+        """Push the learner's weights to vLLM, then require vLLM's probe logprobs to match the learner's."""
+        t0 = time.perf_counter()
+        before = np.array(self.engines.probe(self.probe_ids))
+        state = self.learners.export()
+        mb = self.engines.push(state_to_bytes(state), version)
+        after = np.array(self.engines.probe(self.probe_ids))
+        mine = np.array(self.learners.probe(self.probe_ids))
+        mismatch = float(np.abs(after - mine).mean())
+        if mismatch > self.cfg.algo.probe_tolerance:
+            raise ProbeMismatch(f"weight sync check failed at policy version {version}: vLLM's probe logprobs differ "
+                                f"from the learner's by {mismatch:.4f} on average (algo.probe_tolerance="
+                                f"{self.cfg.algo.probe_tolerance}); vLLM is not running the trained weights")
+        self.last_state, self.version = state, version
+        self.producer.allow(version)  # steps up to version + staleness may now generate
+        return {"time_sync_s": time.perf_counter() - t0, "probe_mismatch": mismatch,
+                "probe_shift": float(np.abs(after - before).mean()), "sync_mb": mb}
+
+    def evaluate(self) -> dict:
+        """Held-out tasks, `run.eval_samples` each, seeds fixed per task: comparable across steps."""
+        if not self.heldout:
+            return {}
+        n, seed = self.cfg.run.eval_samples, self.cfg.run.seed
+        keys = [("eval", i) for i in range(len(self.heldout))]
+        seeds = [sample_seed(seed, 10**6, i) for i in range(len(self.heldout))]
+        scored, _ = self.producer.rollout(self.heldout, keys, n, seeds)
+        return reward_stats(scored, prefix="eval_")
+
+    def train(self, step: int, rollout: StepRollout) -> tuple[dict, dict]:
+        """Advantages per group, then the GRPO update. Returns the step's record and each trained sample's
+        advantage by identity (for the rollout dump)."""
+        a = self.cfg.algo
+        for s in rollout.batch:
+            ident = s.completion.ident
+            self.duplicates += ident in self.seen
+            self.seen.add(ident)
+        self.samples_scored += len(rollout.generated)
+        samples, counts = assign_advantages(rollout.batch, a.scale_by_std, a.truncation, a.truncation_penalty,
+                                            a.filter_equal_rewards)
+        rec: dict = {**reward_stats(rollout.generated), **rollout.stats, **counts,
+                     "samples": len(rollout.batch), "trained_samples": len(samples),
+                     "staleness": float(np.mean([step - s.completion.version for s in rollout.batch]))
+                     if rollout.batch else 0.0}
+        t0 = time.perf_counter()
+        if samples:
+            rec.update(self.learners.update(samples))
+        dt = time.perf_counter() - t0
+        rec.update(time_train_s=dt, train_tokens_per_s=rec.get("train_tokens", 0) / max(dt, 1e-9))
+        return rec, {s.ident: s.advantage for s in samples if s.weight > 0}
+
+    def dump(self, step: int, rollout: StepRollout, advantages: dict) -> None:
+        if self.keep_rollouts == 0:
+            return
+        chosen = select_groups(rollout.generated, self.keep_rollouts)
+        write_rollouts(self.out, step, [rollout_row(step, s, self.prompt_of.get(s.task_id, ""),
+                                                    advantages.get(s.completion.ident)) for s in chosen])
+
+    def log(self, step: int, rec: dict, t_step: float) -> None:
+        """Metrics everywhere (jsonl, TensorBoard, Ray gauges); one progress line every run.log_every steps."""
+        busy = self.producer.busy
+        for name in ("generate_s", "score_s"):  # share of the step's wall time each resource worked
+            rec[f"util_{name[:-2]}"] = (busy[name] - self.busy_before[name]) / max(t_step, 1e-9)
+        self.busy_before = dict(busy)
+        rec["util_train"] = rec.get("time_train_s", 0.0) / max(t_step, 1e-9)
+        self.parts.sink.log(step, rec)
+        every, total = self.cfg.run.log_every, self.cfg.run.steps
+        if every and ((step + 1) % every == 0 or step + 1 == total):
+            log.info(progress_line(step, total, rec, time.perf_counter() - self.t_start,
+                                   step + 1 - (self.resumed_from or 0)))
+
+    def save(self, step: int) -> Path:
+        tmp = checkpoint.begin(self.out, step)
+        self.learners.save(str(tmp / "learner"))
+        checkpoint.save_hf_policy(self.last_state, self.model_path, tmp / "policy")
+        return checkpoint.commit(tmp, {"step": step, "version": self.version, "history": self.history,
+                                       "samples_scored": self.samples_scored})
+
+    def summary(self, nodes: dict) -> dict:
+        from learner.metrics import read_metrics
+        from learner.report import write_report
+
+        final = checkpoint.latest(self.out)
+        records = read_metrics(self.out / "metrics.jsonl")
+        report = write_report(self.out / "metrics.jsonl", self.out / "report.html",
+                              summary={"config": self.cfg.model_dump_json()}, rollouts_dir=self.out / "rollouts")
+        first, last = self.history.get("eval_first", {}), self.history.get("eval_last", {})
+        return {"checkpoint": str(final / "policy") if final else None, "steps": self.cfg.run.steps,
                 "reward_mean_first": records[0].get("reward_mean") if records else None,
                 "reward_mean_last": records[-1].get("reward_mean") if records else None,
                 "eval_reward_first": first.get("eval_reward_mean"), "eval_reward_last": last.get("eval_reward_mean"),
                 "eval_pass_first": first.get("eval_pass_rate"), "eval_pass_last": last.get("eval_pass_rate"),
-                "samples_this_run": loop.samples_scored, "duplicates": loop.duplicates, "resumed_from": resumed,
-                "engine_restarts": loop.engines.restarts, "reward_worker_restarts": loop.pool.restarts,
-                "report": str(report), "out_dir": str(loop.out), **nodes, "seconds": round(time.perf_counter() - t_start, 1)}
-    finally:
-        with loop.cond:
-            loop.stop = True
-            loop.cond.notify_all()
-        loop.close()
+                "samples_this_run": self.samples_scored, "duplicates": self.duplicates,
+                "resumed_from": self.resumed_from, "engine_restarts": self.engines.restarts,
+                "reward_worker_restarts": getattr(self.parts.rewards, "restarts", 0), "report": str(report),
+                "out_dir": str(self.out), **nodes, "seconds": round(time.perf_counter() - self.t_start, 1)}
+
+
+def progress_line(step: int, total: int, rec: dict, elapsed: float, done_this_run: int) -> str:
+    """`step 3/10 | reward 0.41 pass 0.12 compile 0.80 | kl 0.0010 entropy 1.21 | gen 3.1s score 9.0s train
+    1.2s sync 0.3s | 12.0s/step ETA 1m24s`: what `ray job logs` and a non-TTY run show."""
+    def num(key: str, fmt: str) -> str:
+        value = rec.get(key)
+        return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+    left = (total - step - 1) * elapsed / max(done_this_run, 1)
+    return (f"step {step + 1}/{total} | reward {num('reward_mean', '.3f')} pass {num('pass_rate', '.2f')} "
+            f"compile {num('compile_rate', '.2f')} | kl {num('kl', '.4f')} entropy {num('entropy', '.3f')} | "
+            f"gen {num('time_generate_s', '.1f')}s score {num('time_score_s', '.1f')}s "
+            f"train {num('time_train_s', '.1f')}s sync {num('time_sync_s', '.1f')}s | "
+            f"{num('time_step_s', '.1f')}s/step ETA {int(left // 60)}m{int(left % 60):02d}s")
+
+
+def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
+    """The real parts on Ray. Bad task files fail before Ray and the heavy imports; on any failure what was
+    already built (and a Ray this call started) is closed."""
+    train_tasks, heldout = split_tasks(cfg)
+    import ray
+    from transformers import AutoTokenizer
+
+    from learner.cluster import LearnerGroup
+    from learner.metrics import MetricsSink
+    from rewards.ray_pool import RewardActorPool
+    from rollout.engine_group import EngineGroup
+
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_lineage(out, cfg.tasks.split, "tasks.split", own_output=True)  # its checkpoints were trained under the recorded split
+    (out / "config.json").write_text(cfg.model_dump_json(indent=1))  # the run's record, split included
+    parts = Parts(producer=None, engines=None, learners=None, sink=None, started_ray=connect_ray(cfg.run.ray_address))
+    try:
+        check_resources(cfg, ray.cluster_resources())
+        model_path = resolve_model(cfg)
+        tok = AutoTokenizer.from_pretrained(model_path)
+        probe_task = (heldout or train_tasks)[0]
+        probe_ids = tok(probe_task.prompt + (probe_task.reference or ""))["input_ids"][:256]
+        rw = cfg.reward
+        parts.rewards = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
+                                        cpus_per_worker=rw.reserved_cpus, sandbox={"backend": rw.backend}, reward=rw.weights.model_dump(),
+                                        mode=rw.mode, resources=rw.resources or None)
+        parts.engines = EngineGroup.on_ray(model_path, cfg.rollout, cfg.model.dtype, cfg.run.seed)
+        parts.learners = LearnerGroup(model_path, cfg)
+        parts.sink = MetricsSink(out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
+        parts.producer = Producer(parts.engines, parts.rewards.score, train_tasks, cfg.rollout, cfg.run.seed,
+                                  cfg.run.staleness)
+    except BaseException:
+        parts.close()
+        raise
+
+    def nodes() -> dict:
+        return {"driver_node": ray.get_runtime_context().get_node_id(),
+                "reward_worker_nodes": sorted(set(ray.get([w.node_id.remote() for w in parts.rewards.workers])))}
+
+    return Trainer(cfg, parts, train_tasks, heldout, probe_ids, model_path), nodes
+
+
+def run(cfg: RLVRConfig, trainer: Trainer | None = None, nodes=lambda: {}) -> dict:
+    if trainer is None:
+        trainer, nodes = build(cfg)
+    steps, every = cfg.run.steps, cfg.run.checkpoint_every
+    with trainer:
+        # Resume: learner weights, optimizer, RNG and counters of the newest checkpoint; prompts and seeds are
+        # functions of the step, so the resumed run sees what the uninterrupted one would have.
+        start = trainer.resume()
+        # vLLM starts from the learner's weights (after a resume, the checkpoint's), checked by the probe.
+        trainer.sync(trainer.version)
+        if "eval_first" not in trainer.history:
+            trainer.history["eval_first"] = trainer.evaluate()
+        # Generation runs ahead in the producer's thread, at most run.staleness versions ahead of the learner.
+        trainer.producer.start(start, steps)
+        for step in tqdm(range(start, steps), desc="GRPO", initial=start, total=steps):
+            t0 = time.perf_counter()
+            # The step's groups: generated by engines holding version >= step - staleness, scored as they came.
+            rollout = trainer.producer.next_batch(step)
+            t_wait = time.perf_counter() - t0
+            # Group-relative advantages and the GRPO update on the learner ranks.
+            rec, advantages = trainer.train(step, rollout)
+            # The new weights into vLLM; the probe proves they arrived; the producer may move on.
+            rec.update(trainer.sync(step + 1))
+            # Held-out evaluation every run.eval_every steps, and after the last one (not counted in its step time).
+            if cfg.run.eval_every and (step + 1) % cfg.run.eval_every == 0 and step + 1 < steps:
+                rec.update(trainer.evaluate())
+            t_step = time.perf_counter() - t0
+            if step + 1 == steps:
+                trainer.history["eval_last"] = trainer.evaluate()
+                rec.update(trainer.history["eval_last"])
+            # Everything a person looks at: metrics, the progress line, the step's rollouts.
+            rec.update(time_wait_rollout_s=t_wait, time_step_s=t_step, version=trainer.version,
+                       engine_restarts=trainer.engines.restarts,
+                       sandbox_retries=getattr(trainer.parts.rewards, "restarts", 0))
+            trainer.log(step, rec, rec["time_step_s"])
+            trainer.dump(step, rollout, advantages)
+            # A checkpoint every run.checkpoint_every steps and at the end: exact resume from here.
+            if (every and (step + 1) % every == 0) or step + 1 == steps:
+                trainer.save(step + 1)
+        return trainer.summary(nodes())

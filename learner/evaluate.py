@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from configs.base import TaskSplit, check_lineage
 from configs.loader import cli_error
 
 
@@ -34,18 +35,24 @@ class EvalConfig(BaseModel):
     max_new_tokens: int = Field(96, ge=1)
     seed: int = 0
     backend: str = Field("bwrap", pattern="^(bwrap|docker)$", description="sandbox backend")
-    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="the split shared by every stage")
+    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="the split shared by every stage "
+                                    "(configs.base.TaskSplit)")
+    split_seed: int = Field(0, description="the split's seed, as every stage's `split.seed`")
     dtype: str = Field("float32", pattern="^(float32|bfloat16)$", description="vLLM dtype (bfloat16 on GPUs)")
     strip_prompt: bool = Field(True, description="as rollout.strip_prompt: prompts end at a token boundary")
 
 
+def eval_split(cfg: EvalConfig) -> TaskSplit:
+    return TaskSplit(heldout_fraction=cfg.heldout_fraction, seed=cfg.split_seed)
+
+
 def load_eval_tasks(cfg: EvalConfig) -> list:
-    from rewards.tasks import is_heldout, load_embedded, load_tasks
+    from rewards.tasks import load_embedded, load_tasks
 
     if cfg.tasks in ("embedded", "embedded-heldout"):
         tasks = load_embedded()
         if cfg.tasks == "embedded-heldout":
-            tasks = [t for t in tasks if is_heldout(t.task_id, cfg.heldout_fraction)]
+            tasks = eval_split(cfg).split(tasks)[1]
     else:
         tasks = load_tasks(cfg.tasks)
     if cfg.tiers is not None:
@@ -70,35 +77,38 @@ def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, ma
              samples_out: Path | None = None) -> dict:
     """pass@k of `model_path` on the configured tasks; the context is capped at the model's own length.
     `samples_out`: every scored completion as JSONL (task, seed index, verdict, reward, text)."""
-    from learner.config import RolloutConfig
+    from rollout.config import RolloutConfig
     from rewards.scorer import Scorer
     from rollout.engine import RolloutEngine
+    from rollout.types import Request
     from sandbox.config import SandboxConfig
     from sandbox.pool import SandboxPool
 
+    if cfg.tasks == "embedded-heldout":  # scoring a model on tasks it trained on would flatter it
+        check_lineage(model_path, eval_split(cfg), "--heldout-fraction/--split-seed")
     tasks = load_eval_tasks(cfg)
     positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
     max_model_len = min(max_model_len, positions or max_model_len)
     rollout = RolloutConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                             max_model_len=max_model_len, **({"stop": stop} if stop is not None else {}))
     t0 = time.perf_counter()
-    engine = RolloutEngine(model_path, rollout.model_dump(), cfg.dtype, cfg.seed)
+    engine = RolloutEngine(model_path, rollout, cfg.dtype, cfg.seed)
     # per-task seeds from (seed, task index): every checkpoint sees the same sampling noise
-    requests = [{"key": i, "prompt": t.prompt.rstrip() if cfg.strip_prompt else t.prompt, "n": cfg.samples,
-                 "seed": cfg.seed * 100_003 + i} for i, t in enumerate(tasks)]
+    requests = [Request(("eval", i), t.prompt.rstrip() if cfg.strip_prompt else t.prompt, cfg.samples,
+                        cfg.seed * 100_003 + i) for i, t in enumerate(tasks)]
     samples = engine.generate(requests)
     t1 = time.perf_counter()
     with SandboxPool(SandboxConfig(backend=cfg.backend, num_workers=os.cpu_count() or 1)) as pool:
-        scored = Scorer(pool, mode="raw").score([(tasks[s["key"]], s["text"]) for s in samples])
+        scored = Scorer(pool, mode="raw").score([(tasks[s.key[1]], s.text) for s in samples])
     if samples_out is not None:
         with open(samples_out, "w") as f:
             for sample, result in zip(samples, scored):
-                f.write(json.dumps({**result.to_json(), "index": sample["index"], "completion": result.completion,
-                                    "truncated": sample["truncated"]}) + "\n")
+                f.write(json.dumps({**result.to_json(), "index": sample.index, "completion": result.completion,
+                                    "truncated": sample.truncated}) + "\n")
     summary = summarize_by_tier(tasks, scored)
     summary.update(model=model_path, config=cfg.model_dump(), seconds_generate=round(t1 - t0, 1),
                    seconds_score=round(time.perf_counter() - t1, 1),
-                   truncated_fraction=round(sum(s["truncated"] for s in samples) / len(samples), 4))
+                   truncated_fraction=round(sum(s.truncated for s in samples) / len(samples), 4))
     return summary
 
 

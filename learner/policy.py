@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rollout.types import TrainingSample
+
 
 def load_policy(path: str, dtype: str = "float32", lora_rank: int = 0, lora_alpha: int = 32,
                 lora_targets: list[str] | None = None):
@@ -21,10 +23,10 @@ def load_policy(path: str, dtype: str = "float32", lora_rank: int = 0, lora_alph
     return model
 
 
-def pad_batch(samples: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_batch(samples: list[TrainingSample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded input_ids [B, T], attention mask [B, T], and completion mask [B, T-1] aligned with the
     next-token targets (position t predicts token t+1)."""
-    seqs = [s["prompt_ids"] + s["completion_ids"] for s in samples]
+    seqs = [(*s.prompt_ids, *s.completion_ids) for s in samples]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -32,7 +34,7 @@ def pad_batch(samples: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Ten
     for row, (s, seq) in enumerate(zip(samples, seqs)):
         ids[row, : len(seq)] = torch.tensor(seq)
         attn[row, : len(seq)] = 1
-        p, c = len(s["prompt_ids"]), len(s["completion_ids"])
+        p, c = len(s.prompt_ids), len(s.completion_ids)
         comp[row, p - 1 : p - 1 + c] = 1.0
     return ids, attn, comp
 
@@ -49,12 +51,12 @@ def token_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, with_entropy: b
     return chosen, entropy
 
 
-def rollout_logprob_tensor(samples: list[dict], width: int) -> torch.Tensor:
+def rollout_logprob_tensor(samples: list[TrainingSample], width: int) -> torch.Tensor:
     """vLLM's sampled-token logprobs placed at the same [B, T-1] positions as `token_logprobs`."""
     out = torch.zeros((len(samples), width - 1))
     for row, s in enumerate(samples):
-        p = len(s["prompt_ids"])
-        out[row, p - 1 : p - 1 + len(s["rollout_logprobs"])] = torch.tensor(s["rollout_logprobs"])
+        p = len(s.prompt_ids)
+        out[row, p - 1 : p - 1 + len(s.rollout_logprobs)] = torch.tensor(s.rollout_logprobs)
     return out
 
 

@@ -167,11 +167,40 @@ def _flatten_summary(summary: dict, prefix: str = "") -> dict[str, Any]:
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 img{max-width:100%;display:block;margin:1em 0}table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}th{background:#f4f4f4}
+th,td{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px;vertical-align:top}
+th{background:#f4f4f4}pre{margin:0;white-space:pre-wrap;max-width:420px}
 .muted{color:#777}"""
 
 
-def render_html(records: list[dict], title: str, summary: dict | None, source: str) -> str:
+def _excerpt(text: str, limit: int = 700) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more characters)"
+
+
+def rollout_tables(rollouts_dir: Path, per_end: int = 3) -> list[str]:
+    """For the first and last dumped steps: the best and worst samples by reward, with what the model wrote
+    and why it scored so (rollout.dump writes these files)."""
+    from rollout.dump import read_rollouts
+
+    files = sorted(rollouts_dir.glob("step_*.jsonl.gz"))
+    parts = []
+    for path in dict.fromkeys([files[0], files[-1]] if files else []):
+        rows = sorted(read_rollouts(path), key=lambda r: (r["reward"] is None, -(r["reward"] or 0.0)))
+        if not rows:
+            continue
+        shown = rows if len(rows) <= 2 * per_end else rows[:per_end] + rows[-per_end:]
+        head = "<tr><th>task</th><th>verdict</th><th>reward</th><th>advantage</th><th>completion</th><th>why</th></tr>"
+        body = "".join(
+            f"<tr><td>{html.escape(r['task_id'])}</td><td>{html.escape(r['verdict'])}</td>"
+            f"<td>{html.escape(_fmt(r['reward']))}</td><td>{html.escape(_fmt(r['advantage']))}</td>"
+            f"<td><pre>{html.escape(_excerpt(r['completion']))}</pre></td>"
+            f"<td><pre>{html.escape(_excerpt(r['detail'] or r['diagnostics'], 400))}</pre></td></tr>" for r in shown)
+        parts.append(f"<h2>Rollouts of step {rows[0]['step']}: best and worst</h2>"
+                     f'<p class="muted">{html.escape(str(path))}</p><table>{head}{body}</table>')
+    return parts
+
+
+def render_html(records: list[dict], title: str, summary: dict | None, source: str,
+                rollouts_dir: Path | None = None) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="muted">{html.escape(source)} · generated '
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC · {len(records)} steps</p>"]
@@ -186,6 +215,8 @@ def render_html(records: list[dict], title: str, summary: dict | None, source: s
         scalars = flatten_scalars({k: v for k, v in last.items() if k != "step"})
         others = {k: v for k, v in last.items() if k != "step" and not isinstance(v, dict) and k not in scalars}
         parts.append(_table({**scalars, **others}))
+    if rollouts_dir is not None and rollouts_dir.is_dir():
+        parts += rollout_tables(rollouts_dir)
     if summary:
         parts.append("<h2>Summary</h2>")
         parts.append(_table(_flatten_summary(summary)))
@@ -194,13 +225,14 @@ def render_html(records: list[dict], title: str, summary: dict | None, source: s
 
 
 def write_report(metrics_jsonl: str | Path, out_html: str | Path, title: str = "Crucible RLVR run",
-                 summary: dict | None = None) -> Path:
+                 summary: dict | None = None, rollouts_dir: str | Path | None = None) -> Path:
     records = read_metrics(metrics_jsonl)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     # write then rename: a browser refreshing the report never sees half a file
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render_html(records, title, summary, str(metrics_jsonl)), encoding="utf-8")
+    tmp.write_text(render_html(records, title, summary, str(metrics_jsonl),
+                                 Path(rollouts_dir) if rollouts_dir else None), encoding="utf-8")
     tmp.replace(out)
     return out
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rewards.tasks import is_heldout, load_embedded
+from configs.base import TaskSplit
+from rewards.tasks import load_embedded
 
 RECIPE = {
     "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
@@ -37,10 +38,15 @@ def recipe_key(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def training_texts(heldout_fraction: float, seed: int) -> list[str]:
+def recipe_split(recipe: dict) -> TaskSplit:
+    """The split whose training tasks the policy is warmed up on (`split_seed` defaults to 0, the shared one)."""
+    return TaskSplit(heldout_fraction=recipe["heldout_fraction"], seed=recipe.get("split_seed", 0))
+
+
+def training_texts(split: TaskSplit) -> list[str]:
     """prompt + reference for every embedded task outside the held-out split (which the learning test uses)."""
     return [t.prompt + t.reference for t in load_embedded()
-            if t.reference and not is_heldout(t.task_id, heldout_fraction, seed)]
+            if t.reference and not split.is_heldout(t.task_id)]
 
 
 def build_tokenizer(texts: list[str], vocab_size: int):
@@ -94,14 +100,18 @@ def warm_up(model, tokenizer, texts: list[str], recipe: dict) -> list[float]:
     return losses
 
 
-def build_tiny_policy(out_dir: str | Path | None = None, recipe: dict | None = None) -> Path:
-    """Build (or reuse) the tiny policy; returns its HF checkpoint directory."""
+def build_tiny_policy(out_dir: str | Path | None = None, recipe: dict | None = None,
+                      split: TaskSplit | None = None) -> Path:
+    """Build (or reuse) the tiny policy, warmed up on `split`'s training tasks; returns its HF checkpoint
+    directory. The default split keeps the cached policy's recipe (and cache key) as it was."""
     recipe = {**RECIPE, **(recipe or {})}
+    if split is not None and split != recipe_split(recipe):
+        recipe.update(heldout_fraction=split.heldout_fraction, split_seed=split.seed)
     out = Path(out_dir) if out_dir else default_cache_dir() / f"tiny-policy-{recipe_key(recipe)}"
     if (out / "crucible_recipe.json").exists():
         return out
     torch.manual_seed(recipe["seed"])
-    texts = training_texts(recipe["heldout_fraction"], recipe["seed"])
+    texts = training_texts(recipe_split(recipe))
     tokenizer = build_tokenizer(texts, recipe["vocab_size"])
     model = build_model(recipe, len(tokenizer))
     losses = warm_up(model, tokenizer, texts, recipe)

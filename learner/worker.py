@@ -18,37 +18,39 @@ import torch
 import torch.distributed as dist
 
 from learner.grpo import grpo_loss, truncated_is_weights
+from learner.config import RLVRConfig
 from learner.policy import clean_state_dict, hf_weights, load_policy, pad_batch, rollout_logprob_tensor, token_logprobs
+from rollout.types import TrainingSample
 
 
 class LearnerWorker:
-    def __init__(self, cfg: dict, model_path: str, rank: int, world_size: int, master_port: int) -> None:
+    def __init__(self, cfg: RLVRConfig, model_path: str, rank: int, world_size: int, master_port: int) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world_size
-        algo, learner = cfg["algo"], cfg["learner"]
-        self.backend = learner["backend"]
-        torch.set_num_threads(max(1, int(learner["cpus_per_worker"])))
-        seed = cfg["run"]["seed"]
+        algo, learner = cfg.algo, cfg.learner
+        self.backend = learner.backend
+        torch.set_num_threads(max(1, int(learner.cpus_per_worker)))
+        seed = cfg.run.seed
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
         if self.backend != "local":
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(master_port), RANK=str(rank),
                               WORLD_SIZE=str(world_size), LOCAL_RANK="0")
-            pg = "nccl" if torch.cuda.is_available() and learner["gpus_per_worker"] > 0 else "gloo"
+            pg = "nccl" if torch.cuda.is_available() and learner.gpus_per_worker > 0 else "gloo"
             dist.init_process_group(pg, rank=rank, world_size=world_size)
-        self.device = torch.device("cuda" if learner["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu")
-        m = cfg["model"]
+        self.device = torch.device("cuda" if learner.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
+        m = cfg.model
         # model.dtype is the COMPUTE dtype. Trained weights stay fp32 (the optimizer's master copy) and bf16 comes
         # from autocast (local) or FSDP2's MixedPrecisionPolicy: at the GPU recipe's LR of 5e-7 an AdamW update
         # is ~1e-3 of a bf16 ulp for typical weights, so bf16-stored weights would not move at all. DeepSpeed's
         # bf16 mode keeps its own fp32 masters.
-        self.bf16 = m["dtype"] == "bfloat16"
-        load_dtype = policy_load_dtype(m["dtype"], self.backend)
-        model = load_policy(model_path, load_dtype, m["lora_rank"], m["lora_alpha"], m["lora_targets"]).to(self.device)
+        self.bf16 = m.dtype == "bfloat16"
+        load_dtype = policy_load_dtype(m.dtype, self.backend)
+        model = load_policy(model_path, load_dtype, m.lora_rank, m.lora_alpha, m.lora_targets).to(self.device)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.ref = None
-        if algo["kl_coef"] > 0 and not m["lora_rank"]:  # LoRA: the reference is the base with adapters off
+        if algo.kl_coef > 0 and not m.lora_rank:  # LoRA: the reference is the base with adapters off
             self.ref = copy.deepcopy(model).eval().requires_grad_(False)
             if self.bf16:  # frozen: no masters needed; bf16 halves its memory and matches the policy's compute
                 self.ref = self.ref.to(torch.bfloat16)
@@ -56,13 +58,13 @@ class LearnerWorker:
         if self.backend == "deepspeed":
             import deepspeed
 
-            opt = torch.optim.AdamW(params, lr=algo["lr"], weight_decay=algo["weight_decay"])
+            opt = torch.optim.AdamW(params, lr=algo.lr, weight_decay=algo.weight_decay)
             ds_config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
-                         "zero_optimization": {"stage": learner["zero_stage"]}, "zero_allow_untested_optimizer": True,
-                         "gradient_clipping": algo["grad_clip"], "steps_per_print": 10**9,
+                         "zero_optimization": {"stage": learner.zero_stage}, "zero_allow_untested_optimizer": True,
+                         "gradient_clipping": algo.grad_clip, "steps_per_print": 10**9,
                          # our micro-batch count varies per step: every step() is the accumulation boundary
                          "managed_gradient_accumulation": False,
-                         "bf16": {"enabled": m["dtype"] == "bfloat16"}}
+                         "bf16": {"enabled": m.dtype == "bfloat16"}}
             self.engine, self.opt, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config)
             self.model = self.engine.module
             self.forward_module = self.engine  # engine.forward advances ZeRO-3's micro-step (accumulate, not copy)
@@ -76,21 +78,22 @@ class LearnerWorker:
                     fully_shard(layer, mp_policy=mp)
                 fully_shard(model, mp_policy=mp)
             self.model = self.forward_module = model
-            self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo["lr"],
-                                         weight_decay=algo["weight_decay"])
+            self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo.lr,
+                                         weight_decay=algo.weight_decay)
 
     # ---- the update ---------------------------------------------------------------------------------
-    def train(self, minibatches: list[list[dict]], tokens_per_minibatch: list[int], micro_per_minibatch: list[int]) -> dict:
+    def train(self, minibatches: list[list[TrainingSample]], tokens_per_minibatch: list[int],
+              micro_per_minibatch: list[int]) -> dict:
         """One optimizer step per minibatch. `tokens_per_minibatch` are global completion-token counts (the
         loss denominator); every rank runs `micro_per_minibatch[i]` micro-batches."""
-        algo = self.cfg["algo"]
+        algo = self.cfg.algo
         self.model.train()
         # Proximal ("old") logprobs come from the learner before any update of this step (decoupled PPO):
         # truncated IS then corrects vLLM-vs-learner numerics and staleness, the clip bounds this step.
         mbs = [self._micro_batches(batch, n) for batch, n in zip(minibatches, micro_per_minibatch)]
         with torch.no_grad():
             old = [[self._logprobs(mb)[0] for mb in micro] for micro in mbs]
-            ref = [[self._ref_logprobs(mb) for mb in micro] for micro in mbs] if algo["kl_coef"] > 0 else None
+            ref = [[self._ref_logprobs(mb) for mb in micro] for micro in mbs] if algo.kl_coef > 0 else None
         sums = {"loss": 0.0, "clip_fraction_sum": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "mismatch_sum": 0.0,
                 "tokens": 0.0, "is_weight_sum": 0.0}
         grad_norms = []
@@ -99,9 +102,9 @@ class LearnerWorker:
             for j, mb in enumerate(micro):
                 lp, ent = self._logprobs(mb, with_entropy=True)
                 mask = mb["mask"]
-                is_w = truncated_is_weights(old[i][j], mb["rollout_lp"], algo["is_cap"])
-                out = grpo_loss(lp, old[i][j], mb["adv"], mask, denom, algo["clip_low"], algo["clip_high"],
-                                algo["kl_coef"], ref[i][j] if ref else None, is_w)
+                is_w = truncated_is_weights(old[i][j], mb["rollout_lp"], algo.is_cap)
+                out = grpo_loss(lp, old[i][j], mb["adv"], mask, denom, algo.clip_low, algo.clip_high,
+                                algo.kl_coef, ref[i][j] if ref else None, is_w)
                 self._backward(out.loss)
                 sums["loss"] += out.loss.item() / self.world
                 for k in ("clip_fraction_sum", "kl_sum"):
@@ -114,23 +117,22 @@ class LearnerWorker:
         sums["grad_norm"] = float(np.mean(grad_norms))
         return sums
 
-    def _micro_batches(self, samples: list[dict], count: int) -> list[dict]:
-        size = self.cfg["algo"]["micro_batch_size"]
+    def _micro_batches(self, samples: list[TrainingSample], count: int) -> list[dict]:
+        size = self.cfg.algo.micro_batch_size
         chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
         while len(chunks) < count:  # padding micro-batch: any sample, zero weight
-            chunks.append([{**(samples or self._dummy())[0], "weight": 0.0}])
+            chunks.append([(samples or self._dummy())[0].padding()])
         out = []
         for chunk in chunks:
             ids, attn, comp = pad_batch(chunk, self.pad_id)
-            weight = torch.tensor([s.get("weight", 1.0) for s in chunk]).unsqueeze(1)
+            weight = torch.tensor([s.weight for s in chunk]).unsqueeze(1)
             out.append({"ids": ids.to(self.device), "attn": attn.to(self.device), "mask": (comp * weight).to(self.device),
-                        "adv": torch.tensor([s["advantage"] for s in chunk], device=self.device),
+                        "adv": torch.tensor([s.advantage for s in chunk], device=self.device),
                         "rollout_lp": rollout_logprob_tensor(chunk, ids.shape[1]).to(self.device)})
         return out
 
-    def _dummy(self) -> list[dict]:
-        return [{"prompt_ids": [self.pad_id], "completion_ids": [self.pad_id], "rollout_logprobs": [0.0],
-                 "advantage": 0.0}]
+    def _dummy(self) -> list[TrainingSample]:
+        return [TrainingSample((self.pad_id,), (self.pad_id,), (0.0,), 0.0)]
 
     def _autocast(self, plain_module: bool = False):
         """bf16 compute over fp32 weights on the local backend (FSDP2 and DeepSpeed cast themselves), and for a
@@ -161,7 +163,7 @@ class LearnerWorker:
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
             return float(norm) if norm is not None else 0.0
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["algo"]["grad_clip"])
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.algo.grad_clip)
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
         self.opt.step()
@@ -176,7 +178,7 @@ class LearnerWorker:
 
             state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
             return hf_weights(state, self.tied) if self.rank == 0 else None
-        if self.backend == "deepspeed" and self.cfg["learner"]["zero_stage"] == 3:
+        if self.backend == "deepspeed" and self.cfg.learner.zero_stage == 3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):

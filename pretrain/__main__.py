@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from configs.base import check_lineage
 from configs.loader import ConfigError, cli_error, load_config
 from pretrain.config import PretrainConfig
 
@@ -26,7 +27,8 @@ def _run(stage: str, cfg: PretrainConfig) -> dict:
 
     rank = int(os.environ.get("RANK", "0"))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:  # the resolved config next to the run's outputs
+    if rank == 0:  # the resolved config next to the run's outputs (its corpus was built under this split)
+        check_lineage(cfg.out_dir, cfg.corpus.split, "corpus.split", own_output=True)
         (cfg.out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
     summary: dict = {}
     if stage in ("all", "corpus", "tokenizer", "shards") and rank == 0:

@@ -5,23 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from configs.base import StrictModel, check_lineage
 from pretrain.corpus import CorpusConfig
 from pretrain.model import ModelConfig
 from pretrain.optim import OptimConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TokenizerConfig(_Strict):
+class TokenizerConfig(StrictModel):
     vocab_size: int = Field(4096, ge=300, le=1 << 20)
     max_train_bytes: int | None = Field(200_000_000, ge=1, description="train the BPE on at most this much text")
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     seq_len: int = Field(512, ge=32, description="tokens per packed window")
     micro_batch_size: int = Field(8, ge=1, description="windows per forward on each rank")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step on each rank")
@@ -32,7 +29,7 @@ class DataConfig(_Strict):
     seed: int = 0
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     steps: int = Field(100, ge=1)
     parallel: Literal["none", "fsdp2", "deepspeed"] = Field(
         "none", description="fsdp2 / deepspeed (ZeRO-2): run under torchrun (gloo on CPU, NCCL on GPU)")
@@ -53,7 +50,7 @@ class TrainConfig(_Strict):
         None, gt=0, description="device peak for MFU; default: a table of GPUs, or 0.1 TFLOP/s per CPU core")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictModel):
     every: int = Field(50, ge=1, description="validation BPB (and the other evals) every N steps and at the end")
     val_windows: int = Field(32, ge=1, description="validation windows per BPB measurement (per run, not rank)")
     fim_examples: int = Field(16, ge=0, description="held-out middles for FIM exact-match (0 = off)")
@@ -64,28 +61,28 @@ class EvalConfig(_Strict):
     sandbox_backend: Literal["bwrap", "docker"] = "bwrap"
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(StrictModel):
     every: int = Field(50, ge=1)
     keep: int = Field(3, ge=1, description="keep the newest N step checkpoints")
     resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
     at_end: bool = Field(True, description="also checkpoint the last step (the final HF export is always written)")
 
 
-class AlertConfig(_Strict):
+class AlertConfig(StrictModel):
     spike_factor: float = Field(2.0, gt=1, description="loss above factor x its recent average: warn + checkpoint")
     spike_window: int = Field(20, ge=2)
     mfu_floor: float = Field(0.0, ge=0, le=1, description="warn when MFU drops below this")
     compile_rate_floor: float = Field(0.0, ge=0, le=1)
 
 
-class InitConfig(_Strict):
+class InitConfig(StrictModel):
     from_checkpoint: str | None = Field(None, description="HF checkpoint dir: continued pretraining / long context")
     lora_rank: int = Field(0, ge=0, description=">0: train LoRA adapters (PEFT) on a frozen base")
     lora_alpha: int = Field(32, ge=1)
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class PretrainConfig(_Strict):
+class PretrainConfig(StrictModel):
     out_dir: Path = Path("runs/pretrain")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -112,6 +109,8 @@ class PretrainConfig(_Strict):
         max_doc = self.data.max_doc_tokens
         if max_doc is not None and max_doc + 4 > self.data.seq_len:
             raise ValueError("data.max_doc_tokens must leave 4 tokens for FIM sentinels + EOS (<= seq_len - 4)")
+        if self.init.from_checkpoint and Path(self.init.from_checkpoint).is_dir():
+            check_lineage(self.init.from_checkpoint, self.corpus.split, "corpus.split")
         return self
 
     @property

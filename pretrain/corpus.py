@@ -22,6 +22,7 @@ from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
+from configs.base import TaskSplit
 from pretrain.corpus_filters import (is_binary, is_generated, is_minified, normalize_text, shingles,
                                      split_score, strip_leading_licence)
 
@@ -53,6 +54,8 @@ class CorpusConfig(BaseModel):
     tabs: Literal["keep", "spaces"] = Field("keep", description='"keep" tabs or expand them to "spaces"')
     tab_width: int = Field(4, ge=1, le=16, description="columns per tab when tabs='spaces'")
     seed: int = Field(0, description="seed of the train/val split")
+    split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks, shared by every stage: "
+                             "their solutions stay out of the embedded corpus")
     max_files: int | None = Field(None, ge=1, description="cap on files per source, in path order (tests)")
 
     @field_validator("extensions")
@@ -161,8 +164,8 @@ def _git_source(name: str, repo: Path, suffixes: set[str], cap: int | None) -> _
     return _Source(name, str(repo), files, read)
 
 
-def _embedded_sources(suffixes: set[str], cap: int | None) -> list[_Source]:
-    from rewards.tasks import is_heldout, load_embedded  # local import: only needed here
+def _embedded_sources(suffixes: set[str], cap: int | None, split: TaskSplit) -> list[_Source]:
+    from rewards.tasks import load_embedded  # local import: only needed here
 
     sources = []
     libstdcxx = find_libstdcxx_dir()
@@ -170,7 +173,7 @@ def _embedded_sources(suffixes: set[str], cap: int | None) -> list[_Source]:
         accepted = suffixes | set(LIBSTDCXX_EXTRA_SUFFIXES)
         sources.append(_directory_source("embedded/libstdc++", libstdcxx, accepted, cap))
     # Held-out tasks stay out of the corpus: their prompts are the compile-rate eval's (pretrain.evaluate).
-    docs = {t.task_id: (t.prompt + (t.reference or "")).encode() for t in load_embedded() if not is_heldout(t.task_id)}
+    docs = {t.task_id: (t.prompt + (t.reference or "")).encode() for t in split.split(load_embedded())[0]}
     files = sorted((path, len(text)) for path, text in docs.items())[:cap]
     sources.append(_Source("embedded/tasks", "rewards.tasks.load_embedded", files,
                            lambda paths: (docs[p] for p in paths)))
@@ -182,7 +185,7 @@ def _sources(config: CorpusConfig) -> list[_Source]:
     sources: list[_Source] = []
     for spec in dict.fromkeys(config.sources):  # a source named twice is read once
         if spec == EMBEDDED:
-            sources += _embedded_sources(suffixes, config.max_files)
+            sources += _embedded_sources(suffixes, config.max_files, config.split)
             continue
         path = Path(spec).expanduser()
         if not path.exists():

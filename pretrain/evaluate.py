@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from configs.base import TaskSplit
 from pretrain.fim import FimSpecials, fim_sequence
 
 
@@ -154,9 +155,9 @@ def compile_rate(tasks, completions: list[list[str]], backend: str) -> dict[str,
             "eval/sandbox_errors": errors}
 
 
-def compile_eval_tasks(count: int):
+def compile_eval_tasks(count: int, split: TaskSplit):
     """Held-out embedded tasks (the corpus builder leaves them out), in a fixed order."""
-    from rewards.tasks import is_heldout, load_embedded
+    from rewards.tasks import load_embedded
 
-    tasks = sorted((t for t in load_embedded() if is_heldout(t.task_id)), key=lambda t: t.task_id)
+    tasks = sorted(split.split(load_embedded())[1], key=lambda t: t.task_id)
     return tasks[:count]

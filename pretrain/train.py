@@ -310,7 +310,7 @@ class Trainer:
                 metrics.update(evaluate.fim_exact_match(self.model, self.tokenizer, examples, self.specials,
                                                         cfg.data.seq_len, self.device))
             if cfg.eval.compile_prompts:
-                tasks = evaluate.compile_eval_tasks(cfg.eval.compile_prompts)
+                tasks = evaluate.compile_eval_tasks(cfg.eval.compile_prompts, cfg.corpus.split)
                 outs = evaluate.sample_completions(self.model, self.tokenizer, [t.prompt for t in tasks],
                                                    cfg.eval.compile_samples, cfg.eval.max_new_tokens,
                                                    cfg.eval.temperature, cfg.train.seed, self.device)

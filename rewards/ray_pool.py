@@ -10,6 +10,7 @@ with a custom resource (`resources={"reward": 1}` and `ray start --resources='{"
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict
 
@@ -46,6 +47,9 @@ class RewardWorker:
         from sandbox.config import SandboxConfig
         from sandbox.pool import SandboxPool
 
+        if not sandbox_config.get("num_workers"):  # 0: a jail per core of this node
+            sandbox_config = {**sandbox_config, "num_workers": len(os.sched_getaffinity(0))}
+        self.slots = sandbox_config["num_workers"]
         self.pool = SandboxPool(SandboxConfig(**sandbox_config)).start()
         self.scorer = Scorer(self.pool, RewardConfig(**reward_config), mode)
         self.samples = metrics.Counter("crucible_reward_samples", "samples scored", tag_keys=("verdict",))
@@ -78,12 +82,16 @@ class RewardActorPool:
     def __init__(self, num_workers: int | None = None, slots_per_worker: int = 1, sandbox: dict | None = None,
                  reward: dict | None = None, mode: str = "raw", chunk_size: int = 8,
                  max_inflight_per_worker: int = 2, max_chunk_retries: int = 2,
-                 resources: dict[str, float] | None = None) -> None:
-        if num_workers is None:  # one worker per `slots_per_worker` CPUs of the cluster
-            num_workers = max(1, int(ray.cluster_resources().get("CPU", 1) // slots_per_worker))
+                 resources: dict[str, float] | None = None, cpus_per_worker: float | None = None) -> None:
+        """`slots_per_worker`: jails per actor (0: one per core of its node); `cpus_per_worker`: the Ray CPUs each
+        actor reserves (default: its slots). Scoring may use cores reserved for engines and learners, which
+        wait for the scores at staleness 0."""
+        reserve = cpus_per_worker if cpus_per_worker is not None else float(slots_per_worker or 1)
+        if num_workers is None:  # one worker per `reserve` CPUs of the cluster
+            num_workers = max(1, int(ray.cluster_resources().get("CPU", 1) // reserve))
         self.sandbox = {**(sandbox or {}), "num_workers": slots_per_worker}
         self.reward, self.mode = reward or {}, mode
-        self.options = {"num_cpus": slots_per_worker, "resources": resources or {}}
+        self.options = {"num_cpus": reserve, "resources": resources or {}}
         self.chunk_size = chunk_size
         self.max_inflight = max_inflight_per_worker
         self.max_chunk_retries = max_chunk_retries

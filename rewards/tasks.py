@@ -6,7 +6,6 @@ The file format is documented in docs/tasks.md.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,9 +161,3 @@ def load_embedded() -> list[Task]:
     if len({t.task_id for t in tasks}) != len(tasks):
         raise ValueError(f"{EMBEDDED_DIR}: duplicate task_id across files")
     return tasks
-
-
-def is_heldout(task_id: str, fraction: float = 0.25, seed: int = 0) -> bool:
-    """Deterministic held-out split by task id (stable across runs, machines and task order)."""
-    digest = hashlib.sha256(f"{seed}:{task_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -6,46 +6,46 @@ from __future__ import annotations
 
 import os
 
+from rollout.config import RolloutConfig
+from rollout.types import Completion, Request
+
 
 class RolloutEngine:
-    def __init__(self, model_path: str, rollout: dict, dtype: str, seed: int) -> None:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout["kv_cache_gib"]))
+    def __init__(self, model_path: str, rollout: RolloutConfig, dtype: str, seed: int) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout.kv_cache_gib))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
 
         self.rollout = rollout
-        if rollout["gpus_per_engine"]:
-            kwargs = {"gpu_memory_utilization": rollout["gpu_memory_utilization"]}
+        if rollout.gpus_per_engine:
+            kwargs = {"gpu_memory_utilization": rollout.gpu_memory_utilization}
         else:
             # Seeded sampling + chunked prefill crashes vLLM-CPU (it rewinds a CPU torch.Generator's offset
             # for discarded partial-prefill tokens, which CPU generators do not support).
             kwargs = {"enable_chunked_prefill": False}
-        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=rollout["max_model_len"], seed=seed,
-                       enforce_eager=rollout["enforce_eager"], enable_prefix_caching=True,
+        self.llm = LLM(model=model_path, dtype=dtype, max_model_len=rollout.max_model_len, seed=seed,
+                       enforce_eager=rollout.enforce_eager, enable_prefix_caching=True,
                        worker_extension_cls="rollout.weight_sync.WeightSyncExtension", **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
 
-    def generate(self, requests: list[dict]) -> list[dict]:
-        """requests: {"key": any, "prompt": str, "n": int, "seed": int}. One dict per completion, in order:
-        key, index within the group, prompt/completion token ids, sampled-token logprobs, text, truncation,
-        and the policy version that produced it. The text keeps the stop string (a function's closing brace):
-        where a completion ends is the scorer's call, per task (its stop tokens and suffix)."""
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """K completions per request, in request order, each with its sampled-token logprobs and the policy
+        version that produced it. The text keeps the stop string (a function's closing brace): where a
+        completion ends is the scorer's call, per task (its stop tokens and suffix)."""
         from vllm import SamplingParams
 
         r = self.rollout
-        params = [SamplingParams(n=q["n"], temperature=r["temperature"], top_p=r["top_p"], max_tokens=r["max_new_tokens"],
-                                 stop=r["stop"], include_stop_str_in_output=True, logprobs=0, seed=q["seed"])
+        params = [SamplingParams(n=q.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                                 stop=r.stop, include_stop_str_in_output=True, logprobs=0, seed=q.seed)
                   for q in requests]
-        outputs = self.llm.generate([q["prompt"] for q in requests], params, use_tqdm=False)
-        samples = []
-        for q, out in zip(requests, outputs):
-            for idx, c in enumerate(out.outputs):
-                lps = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)]
-                samples.append({"key": q["key"], "index": idx, "prompt_ids": list(out.prompt_token_ids),
-                                "completion_ids": list(c.token_ids), "rollout_logprobs": lps, "text": c.text,
-                                "truncated": c.finish_reason == "length", "version": self.version})
-        return samples
+        outputs = self.llm.generate([q.prompt for q in requests], params, use_tqdm=False)
+        return [Completion(key=q.key, index=idx, prompt_ids=tuple(out.prompt_token_ids),
+                           completion_ids=tuple(c.token_ids),
+                           rollout_logprobs=tuple(d[t].logprob for d, t in zip(c.logprobs, c.token_ids)),
+                           text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop",
+                           version=self.version)
+                for q, out in zip(requests, outputs) for idx, c in enumerate(out.outputs)]
 
     def load_weights(self, blob: bytes, version: int) -> str:
         digest = self.llm.collective_rpc("crucible_load_weights", args=(blob,))[0]

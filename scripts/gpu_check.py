@@ -306,10 +306,10 @@ def grpo_worker(model_path: str) -> dict:
     from learner.config import RLVRConfig
     from learner.worker import LearnerWorker
 
-    cfg = RLVRConfig().model_dump(mode="json")
-    cfg["model"].update(dtype="bfloat16")
-    cfg["algo"].update(lr=5e-7, micro_batch_size=4)
-    cfg["learner"].update(gpus_per_worker=1)
+    from rollout.types import TrainingSample
+
+    cfg = RLVRConfig(model={"dtype": "bfloat16"}, algo={"lr": 5e-7, "micro_batch_size": 4},
+                     learner={"gpus_per_worker": 1})
     worker = LearnerWorker(cfg, model_path, rank=0, world_size=1, master_port=0)
     before = {n: p.detach().clone() for n, p in worker.model.named_parameters() if p.ndim == 2}
     rng = random.Random(0)
@@ -319,9 +319,8 @@ def grpo_worker(model_path: str) -> dict:
         prompt = [rng.randrange(vocab) for _ in range(128)]
         for k in range(4):
             comp = [rng.randrange(vocab) for _ in range(256)]
-            samples.append({"prompt_ids": prompt, "completion_ids": comp, "rollout_logprobs": [-10.0] * 256,
-                            "advantage": (-1.0) ** k})
-    tokens = sum(len(s["completion_ids"]) for s in samples)
+            samples.append(TrainingSample(tuple(prompt), tuple(comp), (-10.0,) * 256, (-1.0) ** k))
+    tokens = sum(len(s.completion_ids) for s in samples)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     metrics = worker.train([samples], [tokens], [len(samples) // 4])

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
+from configs.base import StrictModel, TaskSplit
 from configs.loader import config_cli
 from learner.evaluate import EvalConfig
 
@@ -35,17 +36,13 @@ STAGES = ("pretrain", "sft", "rlvr")
 log = logging.getLogger("crucible.pipeline")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StageSpec(_Strict):
+class StageSpec(StrictModel):
     config: str = Field(description="the stage's YAML preset")
     overrides: list[str] = Field(default_factory=list, description="key=value overrides for the stage's CLI")
     nproc: int = Field(1, ge=1, description=">1: launch with torchrun --nproc-per-node (set the preset's parallel)")
 
 
-class RLVRSpec(_Strict):
+class RLVRSpec(StrictModel):
     config: str = "configs/rlvr/tiny-cpu.yaml"
     overrides: list[str] = Field(default_factory=list)
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one RLVR run (Ray job) per seed")
@@ -54,19 +51,31 @@ class RLVRSpec(_Strict):
     metrics_port: int | None = Field(None, description="Prometheus port of the local head (default: a free one)")
 
 
-class LearningCheck(_Strict):
+class LearningCheck(StrictModel):
     tiers: list[int] = Field([0], description="the tier(s) where RLVR must beat SFT: the easiest one")
     metric: Literal["pass@1", "reward_mean"] = Field("pass@1", description="what must rise over SFT's")
     min_gain: float = Field(0.1, ge=0, description="gain over SFT (in `metric`) that counts as clearly better")
 
 
-class PipelineConfig(_Strict):
-    out_dir: str = "runs/demo"
+class PipelineConfig(StrictModel):
+    out_dir: str = Field("runs/demo", description="every stage's outputs, the evaluations and report.html")
+    split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks, passed to every stage "
+                             "(corpus.split, data.split, tasks.split, the evaluator's --heldout-fraction/--split-seed)")
     pretrain: StageSpec = StageSpec(config="configs/pretrain/tiny-cpu.yaml")
     sft: StageSpec = StageSpec(config="configs/sft/tiny-cpu.yaml")
     rlvr: RLVRSpec = Field(default_factory=RLVRSpec)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     learning: LearningCheck = Field(default_factory=LearningCheck)
+
+    @model_validator(mode="after")
+    def _one_split(self):
+        if (self.eval.heldout_fraction, self.eval.split_seed) != (self.split.heldout_fraction, self.split.seed):
+            raise ValueError("eval.heldout_fraction / eval.split_seed differ from split: set `split`, which every "
+                             "stage and the evaluation use")
+        return self
+
+    def split_overrides(self, prefix: str) -> list[str]:
+        return [f"{prefix}.heldout_fraction={self.split.heldout_fraction}", f"{prefix}.seed={self.split.seed}"]
 
 
 # ---- running one stage --------------------------------------------------------------------------------------
@@ -136,7 +145,7 @@ def eval_cmd(model: str, cfg: EvalConfig, out: Path) -> list[str]:
 def rlvr_cmd(cfg: PipelineConfig, dashboard: str, sft_checkpoint: str, seed: int, run_dir: Path) -> list[str]:
     return [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
             "--working-dir", str(REPO), "--", "python", "-m", "learner", "--config", cfg.rlvr.config,
-            *cfg.rlvr.overrides, f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
+            *cfg.split_overrides("tasks.split"), *cfg.rlvr.overrides, f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
 
 
 def same_job(recorded: list[str] | None, cmd: list[str]) -> bool:
@@ -187,14 +196,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     stages: dict[str, dict] = {}
     pre = cfg.pretrain
     stages["pretrain"] = run_stage("pretrain", [*python_cmd("pretrain", pre.nproc), "--config", pre.config,
-                                                f"out_dir={out / 'pretrain'}", *pre.overrides],
+                                                f"out_dir={out / 'pretrain'}", *cfg.split_overrides("corpus.split"),
+                                                *pre.overrides],
                                    out / "pretrain" / "stage.json", stage_dir=out / "pretrain")
     pretrained = stages["pretrain"]["summary"]["checkpoint"]
     if not stages["pretrain"]["reused"]:
         for downstream in ("sft", "rlvr", "eval"):
             set_aside(out / downstream)
     stages["sft"] = run_stage("sft", [*python_cmd("sft", cfg.sft.nproc), "--config", cfg.sft.config,
-                                      f"out_dir={out / 'sft'}", f"model.name_or_path={pretrained}", *cfg.sft.overrides],
+                                      f"out_dir={out / 'sft'}", f"model.name_or_path={pretrained}",
+                                      *cfg.split_overrides("data.split"), *cfg.sft.overrides],
                               out / "sft" / "stage.json", stage_dir=out / "sft")
     sft_checkpoint = stages["sft"]["summary"]["checkpoint"]
     if not stages["sft"]["reused"]:

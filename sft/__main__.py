@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from configs.base import check_lineage
 from configs.loader import ConfigError, cli_error, load_config
 from sft.config import SFTConfig
 
@@ -64,6 +65,7 @@ def _prepare(cfg: SFTConfig, build_base: bool, rebuild: bool = False) -> tuple[d
     wanted = cfg.data.model_dump_json(indent=1)
     if rank0:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        check_lineage(cfg.out_dir, cfg.data.split, "data.split", own_output=True)  # its checkpoints trained under that split
         (cfg.out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
         if rebuild or not stats_path.exists() or not built_from.exists() or built_from.read_text() != wanted:
             built_from.unlink(missing_ok=True)
@@ -123,7 +125,7 @@ def _compare(cfg: SFTConfig, args) -> dict:
     questions = Path(args.questions) if args.questions else cfg.data_dir / "eval.chat.jsonl"
     return compare(base, tuned, Path(args.out) if args.out else cfg.out_dir / "compare", questions,
                    args.tasks or None, args.max_new_tokens, args.limit or None, args.backend,
-                   plain=cfg.model.chat_template == "none")
+                   plain=cfg.model.chat_template == "none", split=cfg.data.split)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from configs.base import TaskSplit
 from configs.loader import jsonl_rows
 
 
@@ -106,11 +107,11 @@ def score_tasks(tasks, completions: list[str], backend: str) -> dict:
         return summarize(Scorer(pool, mode="raw").score(list(zip(tasks, completions))))
 
 
-def load_task_set(spec: str, limit: int | None):
-    from rewards.tasks import is_heldout, load_embedded, load_tasks
+def load_task_set(spec: str, limit: int | None, split: TaskSplit):
+    from rewards.tasks import load_embedded, load_tasks
 
-    if spec == "embedded-heldout":  # the tasks SFT data leaves out by default
-        tasks = sorted((t for t in load_embedded() if is_heldout(t.task_id)), key=lambda t: t.task_id)
+    if spec == "embedded-heldout":  # the tasks SFT data leaves out
+        tasks = sorted(split.split(load_embedded())[1], key=lambda t: t.task_id)
     else:
         tasks = load_embedded() if spec == "embedded" else load_tasks(spec)
     return tasks[:limit] if limit else tasks
@@ -126,10 +127,11 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def compare(base: str, tuned: str, out_dir: Path, questions: Path | None, tasks: str | None,
-            max_new_tokens: int = 128, limit: int | None = None, backend: str = "bwrap", plain: bool = False) -> dict:
+            max_new_tokens: int = 128, limit: int | None = None, backend: str = "bwrap", plain: bool = False,
+            split: TaskSplit | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     prompts = read_questions(questions, limit) if questions else []
-    task_list = load_task_set(tasks, limit) if tasks else []
+    task_list = load_task_set(tasks, limit, split or TaskSplit()) if tasks else []
     answers, summary = {}, {"out_dir": str(out_dir), "questions": len(prompts), "base": base, "tuned": tuned}
     for name, path in (("base", base), ("tuned", tuned)):
         model, tokenizer = load_model(path)

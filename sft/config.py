@@ -6,17 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from configs.base import StrictModel, check_lineage
 from pretrain.model import ModelConfig
 from sft.dataset import DataConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScratchBase(_Strict):
+class ScratchBase(StrictModel):
     """A base model built here when `model.name_or_path` is unset (the embedded default): a byte-level BPE
     trained on the SFT training texts and a randomly initialised HF model of this shape."""
 
@@ -27,7 +24,7 @@ class ScratchBase(_Strict):
     seed: int = 0
 
 
-class SFTModelConfig(_Strict):
+class SFTModelConfig(StrictModel):
     name_or_path: str | None = Field(None, description="HF model id or directory; unset: build `scratch`")
     scratch: ScratchBase = Field(default_factory=ScratchBase)
     chat_template: Literal["auto", "builtin", "none"] = Field(
@@ -41,7 +38,7 @@ class SFTModelConfig(_Strict):
 TargetPreset = Literal["attention", "mlp", "all-linear"]
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictModel):
     rank: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
@@ -49,7 +46,7 @@ class LoraSettings(_Strict):
         "all-linear", description="attention | mlp | all-linear, or explicit module-name suffixes")
 
 
-class TrainSettings(_Strict):
+class TrainSettings(StrictModel):
     method: Literal["full", "lora", "qlora"] = "lora"
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1, description="-1: run `epochs`")
@@ -68,23 +65,23 @@ class TrainSettings(_Strict):
     resume: bool = Field(True, description="continue from the newest checkpoint in out_dir/checkpoints")
 
 
-class EvalSettings(_Strict):
+class EvalSettings(StrictModel):
     every: int = Field(50, ge=1, description="eval loss every N optimizer steps")
     max_samples: int | None = Field(None, ge=1, description="cap on eval samples")
 
 
-class CheckpointSettings(_Strict):
+class CheckpointSettings(StrictModel):
     every: int = Field(100, ge=1)
     keep: int = Field(3, ge=1, description="keep the newest N checkpoints")
 
 
-class LoggingSettings(_Strict):
+class LoggingSettings(StrictModel):
     every: int = Field(10, ge=1)
     tensorboard: bool = True
     wandb: bool = False
 
 
-class SFTConfig(_Strict):
+class SFTConfig(StrictModel):
     out_dir: Path = Field(Path("runs/sft-tiny-cpu"))
     data: DataConfig = Field(default_factory=DataConfig)
     data_format: Literal["chat", "alpaca"] = Field("chat", description="which JSONL of the data dir to train on")
@@ -105,6 +102,8 @@ class SFTConfig(_Strict):
         if self.train.method == "qlora" and self.parallel in ("deepspeed_zero3", "fsdp"):
             raise ValueError(f"train.method=qlora with parallel={self.parallel}: 4-bit weights are not sharded "
                              "here; use parallel=none or deepspeed_zero2")
+        if self.model.name_or_path and Path(self.model.name_or_path).is_dir():  # a hub id has no stage record
+            check_lineage(self.model.name_or_path, self.data.split, "data.split")
         return self
 
     @property

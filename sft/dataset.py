@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from configs.base import TaskSplit
 from sft import builders
 from sft.cpp_parse import extract_definitions
 from sft.samples import KINDS, Sample
@@ -39,6 +40,7 @@ class DataConfig(BaseModel):
     max_bugfix_commits: int | None = Field(500, ge=1, description="cap on fix commits mined per repository")
     qa_phrasings: int = Field(3, ge=1, le=3, description="phrasings per question/answer fact")
     include_heldout_tasks: bool = Field(False, description="also use tasks held out for evaluation (rewards)")
+    split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks, shared by every stage")
     eval_fraction: float = Field(0.05, ge=0.0, lt=0.5, description="held-out fraction, split by source file")
     seed: int = Field(0, description="seed of the train/eval split")
     formats: list[Literal["alpaca", "chat"]] = Field(["alpaca", "chat"], min_length=1)
@@ -80,14 +82,14 @@ def _codebase_samples(root: Path, label: str, cfg: DataConfig, git: bool) -> lis
 
 def _embedded_samples(cfg: DataConfig) -> list[Sample]:
     from pretrain.corpus import find_libstdcxx_dir  # local imports: only the embedded source needs them
-    from rewards.tasks import is_heldout, load_embedded
+    from rewards.tasks import load_embedded
 
     samples = []
     libstdcxx = find_libstdcxx_dir()
     if libstdcxx is not None and (libstdcxx / "bits").is_dir():
         samples += _codebase_samples(libstdcxx / "bits", "embedded/libstdc++/bits", cfg, git=False)
     if "task" in cfg.kinds:
-        tasks = [t for t in load_embedded() if cfg.include_heldout_tasks or not is_heldout(t.task_id)]
+        tasks = [t for t in load_embedded() if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
         samples += [replace(s, source_file=f"embedded/{s.source_file}") for s in builders.task_samples(tasks)]
     return samples
 

@@ -101,16 +101,16 @@ def fp32_master_update(device: str, tmp_path, lr: float = 5e-7) -> dict:
 
     saved = tmp_path / "policy"
     tiny_model("cpu").save_pretrained(saved)
-    cfg = RLVRConfig().model_dump(mode="json")
-    cfg["model"].update(dtype="bfloat16")
-    cfg["algo"].update(lr=lr, micro_batch_size=4, grad_clip=1.0)
-    cfg["learner"].update(gpus_per_worker=1 if device == "cuda" else 0)
+    from rollout.types import TrainingSample
+
+    cfg = RLVRConfig(model={"dtype": "bfloat16"}, algo={"lr": lr, "micro_batch_size": 4, "grad_clip": 1.0},
+                     learner={"gpus_per_worker": 1 if device == "cuda" else 0})
     worker = LearnerWorker(cfg, str(saved), rank=0, world_size=1, master_port=0)
     before = {n: p.detach().clone() for n, p in worker.model.named_parameters()}
     g = torch.Generator().manual_seed(0)
-    samples = [{"prompt_ids": torch.randint(1, VOCAB, (8,), generator=g).tolist(),
-                "completion_ids": torch.randint(1, VOCAB, (16,), generator=g).tolist(),
-                "rollout_logprobs": [-5.0] * 16, "advantage": (-1.0) ** k} for k in range(4)]
+    samples = [TrainingSample(prompt_ids=tuple(torch.randint(1, VOCAB, (8,), generator=g).tolist()),
+                              completion_ids=tuple(torch.randint(1, VOCAB, (16,), generator=g).tolist()),
+                              rollout_logprobs=(-5.0,) * 16, advantage=(-1.0) ** k) for k in range(4)]
     worker.train([samples], [64], [1])
     after = dict(worker.model.named_parameters())
     moved = {n: (after[n].detach() != before[n]).float().mean().item() for n in before}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
 PREPARED = REPO / ".gpu-check" / "pretrain"

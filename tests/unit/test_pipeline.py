@@ -119,3 +119,16 @@ def test_evaluate_cli_names_a_missing_checkpoint_and_a_bad_setting(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "learner.evaluate", "--model", str(tmp_path), "--samples", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "samples" in json.loads(proc.stdout.splitlines()[-1])["error"]
+
+
+def test_one_split_reaches_every_stage_and_the_evaluation_cannot_differ():
+    from scripts.pipeline import rlvr_cmd
+
+    cfg = PipelineConfig(split={"heldout_fraction": 0.5, "seed": 3}, eval={"heldout_fraction": 0.5, "split_seed": 3})
+    assert cfg.split_overrides("corpus.split") == ["corpus.split.heldout_fraction=0.5", "corpus.split.seed=3"]
+    job = rlvr_cmd(cfg, "http://h:8265", "/sft/final", 0, Path("/o"))
+    assert "tasks.split.heldout_fraction=0.5" in job and "tasks.split.seed=3" in job
+    flags = eval_cmd("/m", cfg.eval, Path("/o/e.json"))
+    assert flags[flags.index("--heldout-fraction") + 1] == "0.5" and flags[flags.index("--split-seed") + 1] == "3"
+    with pytest.raises(ValueError, match="set `split`"):
+        PipelineConfig(split={"heldout_fraction": 0.5, "seed": 3})

@@ -12,9 +12,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from learner.batch import shard  # noqa: E402
 from learner.cluster import LearnerGroup  # noqa: E402
 from learner.config import RLVRConfig  # noqa: E402
+from rollout.types import TrainingSample  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -28,32 +28,29 @@ def local_ray():
         ray.shutdown()
 
 
-def batch(vocab: int) -> list[dict]:
+def batch(vocab: int) -> list[TrainingSample]:
     rng = random.Random(7)
     out = []
     for i in range(10):  # uneven prompt/completion lengths, mixed-sign advantages, one masked (truncated) sample
         p, c = rng.randint(3, 12), rng.randint(2, 20)
-        out.append({"prompt_ids": [rng.randrange(vocab) for _ in range(p)],
-                    "completion_ids": [rng.randrange(vocab) for _ in range(c)],
-                    "rollout_logprobs": [-rng.uniform(0.5, 3.0) for _ in range(c)],
-                    "advantage": rng.uniform(-1.5, 1.5), "weight": 0.0 if i == 4 else 1.0})
+        out.append(TrainingSample(prompt_ids=tuple(rng.randrange(vocab) for _ in range(p)),
+                                  completion_ids=tuple(rng.randrange(vocab) for _ in range(c)),
+                                  rollout_logprobs=tuple(-rng.uniform(0.5, 3.0) for _ in range(c)),
+                                  advantage=rng.uniform(-1.5, 1.5), weight=0.0 if i == 4 else 1.0))
     return out
 
 
 def update(policy: str, backend: str, world: int, micro: int, zero: int = 2) -> tuple[dict, dict]:
     cfg = RLVRConfig(model={"path": policy},
                      learner={"backend": backend, "world_size": world, "zero_stage": zero, "cpus_per_worker": 0.5},
-                     algo={"lr": 1e-3, "micro_batch_size": micro, "is_cap": 2.0}).model_dump()
+                     algo={"lr": 1e-3, "micro_batch_size": micro, "is_cap": 2.0})
     group = LearnerGroup(policy, cfg)
     try:
-        samples = batch(vocab=1000)
-        per_rank, tokens, micros = shard(samples, world, micro, 1)
-        parts = group.all("train", per_rank, args=(tokens, micros))
-        state = group.all("export_state")[0]
+        metrics = group.update(batch(vocab=1000))
+        state = group.export()
     finally:
         group.close()
-    return state, {"grad_norm": parts[0]["grad_norm"], "loss": sum(p["loss"] for p in parts),
-                   "tokens": sum(p["tokens"] for p in parts)}
+    return state, {"grad_norm": metrics["grad_norm"], "loss": metrics["loss"], "tokens": metrics["train_tokens"]}
 
 
 def assert_same(a: tuple[dict, dict], b: tuple[dict, dict], what: str) -> None:
@@ -87,13 +84,12 @@ def test_lora_update_exports_merged_hf_weights(local_ray, tiny_policy, backend, 
 
     cfg = RLVRConfig(model={"path": tiny_policy, "lora_rank": 4, "lora_alpha": 8},
                      learner={"backend": backend, "world_size": world, "cpus_per_worker": 0.5},
-                     algo={"lr": 1e-2, "micro_batch_size": 4}).model_dump()
+                     algo={"lr": 1e-2, "micro_batch_size": 4})
     group = LearnerGroup(tiny_policy, cfg)
     try:
-        per_rank, tokens, micros = shard(batch(vocab=1000), world, 4, 1)
-        group.all("train", per_rank, args=(tokens, micros))
-        state = group.all("export_state")[0]
-        again = group.all("export_state")[0]
+        group.update(batch(vocab=1000))
+        state = group.export()
+        again = group.export()
     finally:
         group.close()
     base = AutoModelForCausalLM.from_pretrained(tiny_policy).state_dict()

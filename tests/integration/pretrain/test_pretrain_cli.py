@@ -139,9 +139,10 @@ def test_bad_sources_and_checkpoints_are_named(tmp_path, capsys):
 
 def test_compile_rate_eval_compiles_for_real():
     """The eval's jobs: the held-out tasks' reference solutions all compile; garbage and a missing brace don't."""
+    from configs.base import TaskSplit
     from pretrain.evaluate import compile_eval_tasks, compile_rate
 
-    tasks = [t for t in compile_eval_tasks(32) if t.reference][:6]
+    tasks = [t for t in compile_eval_tasks(32, TaskSplit()) if t.reference][:6]
     assert len(tasks) >= 4
     good = compile_rate(tasks, [[t.reference] for t in tasks], "bwrap")
     assert good["eval/compile_rate"] == 1.0 and good["eval/sandbox_errors"] == 0

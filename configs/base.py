@@ -1,0 +1,92 @@
+"""What every stage's config shares: the strict base model and the one held-out task split.
+
+The split decides which tasks no stage may train on. Pretraining leaves the held-out tasks out of its corpus,
+SFT out of its data, RLVR out of its prompts; evaluation scores only them. One `TaskSplit` (fraction, seed)
+decides it everywhere, each stage records it in its `config.json`, and a stage that starts from another
+stage's checkpoint refuses a different split (`check_lineage`): a split changed in one stage only would let
+another train on tasks this one treats as held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (a typo in a preset must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSplit(StrictModel):
+    heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="share of tasks held out of every "
+                                    "stage's training data and used for evaluation")
+    seed: int = Field(0, description="seed of the split's hash (a different seed draws a different held-out set)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def is_heldout(self, task_id: str) -> bool:
+        """Deterministic by task id: stable across runs, machines and task order."""
+        digest = hashlib.sha256(f"{self.seed}:{task_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.heldout_fraction
+
+    def split(self, tasks: list) -> tuple[list, list]:
+        """(train, held out), each in input order. `tasks` are anything with a `task_id`."""
+        train, heldout = [], []
+        for t in tasks:
+            (heldout if self.is_heldout(t.task_id) else train).append(t)
+        return train, heldout
+
+
+def find_split(record) -> dict | None:
+    """The first `split`-shaped value ({heldout_fraction, seed}) in a stage's config.json, at any depth."""
+    if not isinstance(record, dict):
+        return None
+    if set(record) == {"heldout_fraction", "seed"}:
+        return record
+    for value in record.values():
+        if isinstance(value, dict) and (found := find_split(value)) is not None:
+            return found
+    return None
+
+
+def _trained_on_heldout(record) -> bool:
+    if isinstance(record, dict):
+        return record.get("include_heldout_tasks") is True or any(_trained_on_heldout(v) for v in record.values())
+    return False
+
+
+def check_lineage(model_path: str | Path, split: TaskSplit, field: str, own_output: bool = False) -> None:
+    """Refuse to continue from a checkpoint (or into an output directory) whose stage recorded a different split.
+
+    A stage writes `config.json` (its whole config) in its output directory and its checkpoints below it
+    (`<out>/final`, `<out>/checkpoints/step_N/policy`); an HF `config.json` has no split and is skipped. Each
+    stage also calls this on its own output directory before it writes its record there: resuming (or reusing a
+    corpus) under another split would mix the two (`own_output=True`: a run may resume itself even if it trains
+    on its held-out tasks on purpose)."""
+    path = Path(model_path).resolve()
+    for parent in [path, *list(path.parents)[:3]]:
+        record_file = parent / "config.json"
+        if not record_file.is_file():
+            continue
+        try:
+            recorded = find_split(json.loads(record_file.read_text()))
+        except (OSError, ValueError):
+            continue
+        if recorded is None:
+            continue
+        if not own_output and _trained_on_heldout(json.loads(record_file.read_text())):
+            raise ValueError(f"{field}: {model_path} comes from a run that trained on its held-out tasks too "
+                             f"(include_heldout_tasks in {record_file}); held-out evaluation of anything built "
+                             f"on it would be meaningless")
+        theirs = TaskSplit(**recorded)
+        if theirs != split:
+            raise ValueError(
+                f"{field}: this run holds out tasks by {split.model_dump()} but {model_path} comes from a run that "
+                f"recorded {theirs.model_dump()} in {record_file}; with different splits one trains on tasks the "
+                f"other holds out. Use the same split in every stage (or another output directory).")
+        return

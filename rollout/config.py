@@ -1,0 +1,39 @@
+"""Generation's typed config: the engines, the sampler, and how a step's batch is filled."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from configs.base import StrictModel
+
+
+class DynamicSamplingConfig(StrictModel):
+    """DAPO's dynamic sampling: a group whose K rewards are all equal has zero advantage and teaches nothing,
+    so refill the batch with fresh prompts until `prompts_per_step` groups have a reward spread."""
+
+    enabled: bool = Field(False, description="refill the batch with informative groups (DAPO)")
+    oversample: float = Field(1.5, ge=1.0, description="a refill round draws this many prompts per missing group")
+    max_rounds: int = Field(2, ge=0, description="extra generation rounds at most; the batch may stay short")
+
+
+class RolloutConfig(StrictModel):
+    engines: int = Field(1, ge=1, description="vLLM engine actors")
+    prompts_per_step: int = Field(8, ge=1, description="prompts (groups) per GRPO step")
+    samples_per_prompt: int = Field(8, ge=2, description="K: group size for group-relative advantages")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(128, ge=1, description="completion length cap; longer ones are truncated")
+    stop: list[str] = Field(["\n}\n"], description="kept in the completion (the scorer applies each task's own "
+                            "stop tokens and suffix): a top-level closing brace ends a function, EOS anything else")
+    max_model_len: int = Field(1024, ge=64, description="vLLM context length (prompt + completion)")
+    cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
+    gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs per engine actor (0: vLLM-CPU)")
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM's share of GPU memory")
+    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
+    enforce_eager: bool = Field(True, description="no CUDA graphs (faster start, slower decode)")
+    strip_prompt: bool = Field(True, description="drop the prompt's trailing whitespace so it ends at a token "
+                               "boundary: BPE merges '\\n' with the next line's indent, and a prompt ending in a bare "
+                               "'\\n' token is one the model rarely saw before code (bigcode-harness does the same)")
+    chunk_prompts: int = Field(0, ge=0, description="generate a step in request chunks of this many prompts and "
+                               "score each chunk while the next one generates; 0: one call per engine per step")
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)

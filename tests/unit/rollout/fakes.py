@@ -1,0 +1,145 @@
+"""Plain-Python stand-ins for the loop's parts, behind the same methods as the real ones: an engine (what a
+vLLM actor answers), learner ranks, a reward scorer. They let the real Producer, EngineGroup, Trainer and `run`
+be tested in milliseconds; the real parts are tested end to end in tests/integration/learner."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from learner.driver import Parts, Trainer, split_tasks
+from learner.metrics import MetricsSink
+from rewards.types import ScoredSample
+from rollout.engine_group import EngineDied, EngineGroup, LocalCalls
+from rollout.producer import Producer
+from rollout.types import Completion, Request
+
+
+def probe_of(weight: float, ids: list[int]) -> list[float]:
+    """The fake model's logprobs: a function of its one weight, so a missed sync shows in the probe."""
+    return [-(weight + 1.0) * (1 + (i % 3)) for i in ids[1:]]
+
+
+class FakeEngine:
+    """Completions are a pure function of (request seed, index, the loaded weight): staleness-0 runs are
+    reproducible and a stale engine writes different text."""
+
+    def __init__(self, log: list, die_on_generate: set[int] | None = None) -> None:
+        self.weight, self.version = 0.0, 0
+        self.log, self.die_on = log, die_on_generate or set()
+        self.calls = 0
+
+    def get_version(self) -> int:
+        return self.version
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        self.calls += 1
+        if self.calls in self.die_on:
+            raise EngineDied(f"fake engine killed on generate call {self.calls}")
+        self.log.append(("generate", tuple(q.key for q in requests), self.version, time.monotonic()))
+        out = []
+        for q in requests:
+            for i in range(q.n):
+                value = (q.seed * 31 + i * 7 + int(self.weight * 1000)) % 97
+                n = 3 + value % 5
+                out.append(Completion(q.key, i, (1, 2, 3), tuple(range(n)), tuple([-0.5] * n), f"v{value}",
+                                      "length" if value % 11 == 0 else "stop", self.version))
+        return out
+
+    def load_weights(self, blob: bytes, version: int) -> str:
+        from safetensors.torch import load
+
+        self.weight = float(load(blob)["w"][0])
+        self.version = version
+        return "digest"
+
+    def probe_logprobs(self, ids: list[int]) -> list[float]:
+        return probe_of(self.weight, ids)
+
+
+class FakeLearners:
+    """One weight; an update adds the mean advantage-weighted reward signal. Save/load persist it."""
+
+    def __init__(self, update_seconds: float = 0.0, skip_push: bool = False) -> None:
+        self.weight, self.updates, self.update_seconds = 0.0, [], update_seconds
+        self.skip_push = skip_push
+
+    def update(self, samples) -> dict:
+        time.sleep(self.update_seconds)
+        self.updates.append(samples)
+        self.weight += 0.1 + 0.001 * sum(s.advantage * len(s.completion_ids) for s in samples)
+        return {"loss": 0.0, "grad_norm": 1.0, "kl": 0.0, "entropy": 1.0, "train_tokens": 1.0}
+
+    def export(self) -> dict:
+        return {"w": torch.tensor([self.weight])}
+
+    def probe(self, ids: list[int]) -> list[float]:
+        return probe_of(self.weight, ids)
+
+    def save(self, directory: str) -> None:
+        from pathlib import Path
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "w.txt").write_text(repr(self.weight))
+
+    def load(self, directory: str) -> None:
+        from pathlib import Path
+
+        self.weight = float((Path(directory) / "w.txt").read_text())
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeScorer:
+    """Reward from the completion text; `equal_tasks` always get reward 0 (uninformative groups); raises on
+    the `fail_on`-th call."""
+
+    equal_tasks: frozenset = frozenset()
+    fail_on: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, items) -> list[ScoredSample]:
+        with self.lock:
+            self.calls += 1
+            if self.fail_on and self.calls == self.fail_on:
+                raise RuntimeError("fake scorer failure")
+        time.sleep(self.seconds)
+        out = []
+        for task, text in items:
+            value = int(text[1:])
+            reward = 0.0 if task.task_id in self.equal_tasks else (value % 4) / 3
+            verdict = "COMPILE_ERROR" if value % 5 == 0 else ("OK" if reward > 0.5 else "WRONG_ANSWER")
+            out.append(ScoredSample(task.task_id, text, verdict == "OK", verdict, 0, 1, reward,
+                                    {"tests": reward}, detail="why" if verdict != "OK" else ""))
+        return out
+
+
+def make_trainer(cfg, scorer=None, engines: int = 1, die_on_generate: set[int] | None = None,
+                 learners: FakeLearners | None = None) -> tuple[Trainer, dict]:
+    """The real Trainer and Producer over fake engines/learners/scorer; returns it and the fakes."""
+    log: list = []
+    spawned: list = []
+
+    def spawn():
+        engine = FakeEngine(log, die_on_generate if not spawned else None)
+        spawned.append(engine)
+        return engine
+
+    train, heldout = split_tasks(cfg)
+    group = EngineGroup(spawn, engines, LocalCalls())
+    scorer = scorer or FakeScorer()
+    learners = learners or FakeLearners()
+    producer = Producer(group, scorer, train, cfg.rollout, cfg.run.seed, cfg.run.staleness)
+    sink = MetricsSink(cfg.run.out_dir, tensorboard=False, ray_metrics=False)
+    parts = Parts(producer=producer, engines=group, learners=learners, sink=sink)
+    trainer = Trainer(cfg, parts, train, heldout, probe_ids=list(range(12)), model_path=str(cfg.run.out_dir))
+    return trainer, {"log": log, "spawned": spawned, "scorer": scorer, "learners": learners, "group": group}

