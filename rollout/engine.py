@@ -14,6 +14,10 @@ class RolloutEngine:
     def __init__(self, model_path: str, rollout: RolloutConfig, dtype: str, seed: int) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout.kv_cache_gib))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if not rollout.gpus_per_engine:
+            # One process on CPU: vLLM's separate engine-core process costs ~20 s of start-up and buys nothing
+            # without a GPU to keep busy (python -m learner.evaluate does the same).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.rollout = rollout

@@ -1,8 +1,8 @@
 """HumanEval-X C++ through the tamper-proof harness, with no side door: every canonical solution, given as
 an ordinary raw completion (the model's continuation, ending with the function's closing brace, cut the way
 HumanEval-X's own generator cuts it), passes; and a body replaced by a wrong `return {};` fails by its
-asserts (WRONG_ANSWER), not by a compile error. All 164 tasks on Docker; every 4th on bubblewrap (the
-harness is the same on both; the backends' equivalence is covered by the sandbox tests)."""
+asserts (WRONG_ANSWER), not by a compile error. All 164 tasks, half on Docker and the other half on bubblewrap
+(the harness is the same on both; the backends' equivalence is covered by the sandbox tests)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def tasks():
 
 def test_all_canonical_pass_and_wrong_returns_fail_by_assert(backend, make_pool, tasks):
     assert len(tasks) == 164
-    tasks = tasks if backend == "docker" else tasks[::4]
+    tasks = tasks[0::2] if backend == "docker" else tasks[1::2]  # together: every task once
     scorer = Scorer(make_pool(backend))
     right = scorer.score([(t, t.reference) for t in tasks])  # raw completions, extraction applied
     failures = [(s.task_id, s.verdict, s.detail) for s in right if not s.passed]
