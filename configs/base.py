@@ -74,12 +74,13 @@ def check_lineage(model_path: str | Path, split: TaskSplit, field: str, own_outp
         if not record_file.is_file():
             continue
         try:
-            recorded = find_split(json.loads(record_file.read_text()))
+            record = json.loads(record_file.read_text())
         except (OSError, ValueError):
             continue
+        recorded = find_split(record)
         if recorded is None:
             continue
-        if not own_output and _trained_on_heldout(json.loads(record_file.read_text())):
+        if not own_output and _trained_on_heldout(record):
             raise ValueError(f"{field}: {model_path} comes from a run that trained on its held-out tasks too "
                              f"(include_heldout_tasks in {record_file}); held-out evaluation of anything built "
                              f"on it would be meaningless")

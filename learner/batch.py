@@ -8,16 +8,14 @@ import math
 import torch
 
 from learner.grpo import group_advantages
-from rollout.types import ScoredCompletion, TrainingSample
+from rollout.types import ScoredCompletion, TrainingSample, group_by_key
 
 
 def assign_advantages(samples: list[ScoredCompletion], scale_by_std: bool, truncation: str, truncation_penalty: float,
                       filter_equal: bool) -> tuple[list[TrainingSample], dict]:
     """Group-relative advantages for scored samples grouped by key; returns the trainable samples and counts.
     Samples without a reward (sandbox failure) are left out of their group, never zero-filled."""
-    groups: dict = {}
-    for s in samples:
-        groups.setdefault(s.key, []).append(s)
+    groups = group_by_key(samples)
     kept, filtered, unscored = [], 0, 0
     for group in groups.values():
         scored = [s for s in group if s.reward is not None]

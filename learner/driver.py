@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +104,9 @@ class Parts:
     sink: Any  # log(step, record), close
     rewards: Any = None  # the reward pool: restarts, close
     started_ray: bool = False
-    extras: list = field(default_factory=list)  # more things to close
 
     def close(self) -> None:
-        for part in (self.producer, self.engines, self.learners, self.rewards, self.sink, *self.extras):
+        for part in (self.producer, self.engines, self.learners, self.rewards, self.sink):
             try:
                 if part is not None:
                     part.close()
@@ -144,6 +143,11 @@ class Trainer:
 
     def __exit__(self, *exc) -> None:
         self.parts.close()
+
+    @property
+    def reward_restarts(self) -> int:
+        """Reward workers replaced so far (a fake reward scorer has none)."""
+        return getattr(self.parts.rewards, "restarts", 0)
 
     # ---- phases ------------------------------------------------------------------------------------
     def resume(self) -> int:
@@ -213,9 +217,9 @@ class Trainer:
         write_rollouts(self.out, step, [rollout_row(step, s, self.prompt_of.get(s.task_id, ""),
                                                     advantages.get(s.completion.ident)) for s in chosen])
 
-    def log(self, step: int, rec: dict, t_step: float) -> None:
+    def log(self, step: int, rec: dict) -> None:
         """Metrics everywhere (jsonl, TensorBoard, Ray gauges); one progress line every run.log_every steps."""
-        busy = self.producer.busy
+        t_step, busy = rec["time_step_s"], self.producer.busy
         for name in ("generate_s", "score_s"):  # share of the step's wall time each resource worked
             rec[f"util_{name[:-2]}"] = (busy[name] - self.busy_before[name]) / max(t_step, 1e-9)
         self.busy_before = dict(busy)
@@ -249,7 +253,7 @@ class Trainer:
                 "eval_pass_first": first.get("eval_pass_rate"), "eval_pass_last": last.get("eval_pass_rate"),
                 "samples_this_run": self.samples_scored, "duplicates": self.duplicates,
                 "resumed_from": self.resumed_from, "engine_restarts": self.engines.restarts,
-                "reward_worker_restarts": getattr(self.parts.rewards, "restarts", 0), "report": str(report),
+                "reward_worker_restarts": self.reward_restarts, "report": str(report),
                 "out_dir": str(self.out), **nodes, "seconds": round(time.perf_counter() - self.t_start, 1)}
 
 
@@ -344,8 +348,8 @@ def run(cfg: RLVRConfig, trainer: Trainer | None = None, nodes=lambda: {}) -> di
             # Everything a person looks at: metrics, the progress line, the step's rollouts.
             rec.update(time_wait_rollout_s=t_wait, time_step_s=t_step, version=trainer.version,
                        engine_restarts=trainer.engines.restarts,
-                       sandbox_retries=getattr(trainer.parts.rewards, "restarts", 0))
-            trainer.log(step, rec, rec["time_step_s"])
+                       sandbox_retries=trainer.reward_restarts)
+            trainer.log(step, rec)
             trainer.dump(step, rollout, advantages)
             # A checkpoint every run.checkpoint_every steps and at the end: exact resume from here.
             if (every and (step + 1) % every == 0) or step + 1 == steps:

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from rollout.types import ScoredCompletion
+from rollout.types import ScoredCompletion, group_by_key
 
 DIAGNOSTICS_HEAD = 1000  # characters of compiler output kept per sample
 
@@ -40,9 +40,7 @@ def select_groups(samples: list[ScoredCompletion], keep: int | None) -> list[Sco
     """Whole groups: all, none, or the `keep` // 2 best and the rest worst by mean reward (ties by key)."""
     if keep is None:
         return list(samples)
-    groups: dict = {}
-    for s in samples:
-        groups.setdefault(s.key, []).append(s)
+    groups = group_by_key(samples)
 
     def mean(group: list[ScoredCompletion]) -> float:
         rewards = [s.reward for s in group if s.reward is not None]

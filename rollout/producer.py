@@ -26,7 +26,7 @@ import numpy as np
 from rewards.types import Task
 from rollout.config import RolloutConfig
 from rollout.stats import informative
-from rollout.types import Completion, Request, ScoredCompletion
+from rollout.types import Completion, Request, ScoredCompletion, group_by_key
 
 Scorer = Callable[[list[tuple[Task, str]]], list]  # rewards: (task, completion text) -> ScoredSample, in order
 
@@ -158,8 +158,7 @@ class Producer:
         c, ds = self.cfg, self.cfg.dynamic_sampling
         position, rounds, extra = c.prompts_per_step, 0, 0
         while rounds < ds.max_rounds:
-            groups = _groups(generated)
-            missing = c.prompts_per_step - sum(informative(g) for g in groups.values())
+            missing = c.prompts_per_step - sum(informative(g) for g in group_by_key(generated).values())
             if missing <= 0:
                 break
             rounds += 1
@@ -171,10 +170,11 @@ class Producer:
                 stats[k] += more[k]
             position += count
             extra += count
-        stats["gen_tokens_per_s"] = stats["gen_tokens"] / max(stats["time_generate_s"], 1e-9)
-        kept = [g for g in _groups(generated).values() if informative(g)][: c.prompts_per_step]
+        _throughput(stats)
+        groups = group_by_key(generated)
+        kept = [g for g in groups.values() if informative(g)][: c.prompts_per_step]
         stats.update(dynamic_rounds=rounds, dynamic_extra_prompts=extra, dynamic_groups_kept=len(kept),
-                     dynamic_groups_generated=len(_groups(generated)))
+                     dynamic_groups_generated=len(groups))
         return StepRollout(step, [s for g in kept for s in g], generated, stats)
 
     def _submit_step(self, step: int, idx: list[int], first_position: int) -> tuple[list[Future], dict]:
@@ -221,12 +221,9 @@ class Producer:
     @staticmethod
     def _gather(futures: list[Future], stats: dict) -> list[ScoredCompletion]:
         out = [s for f in futures for s in f.result()]
-        stats["gen_tokens_per_s"] = stats["gen_tokens"] / max(stats["time_generate_s"], 1e-9)
+        _throughput(stats)
         return out
 
 
-def _groups(samples: list[ScoredCompletion]) -> dict:
-    groups: dict = {}
-    for s in samples:
-        groups.setdefault(s.key, []).append(s)
-    return groups
+def _throughput(stats: dict) -> None:
+    stats["gen_tokens_per_s"] = stats["gen_tokens"] / max(stats["time_generate_s"], 1e-9)

@@ -98,3 +98,11 @@ class TrainingSample:
         """The same tokens with zero loss weight: what a rank with too few samples runs to keep collectives
         in step."""
         return TrainingSample(self.prompt_ids, self.completion_ids, self.rollout_logprobs, self.advantage, 0.0)
+
+
+def group_by_key(samples: list[ScoredCompletion]) -> dict[GroupKey, list[ScoredCompletion]]:
+    """Samples by group key, groups and their members in first-seen order."""
+    groups: dict = {}
+    for s in samples:
+        groups.setdefault(s.key, []).append(s)
+    return groups
