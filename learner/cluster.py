@@ -6,12 +6,14 @@ calls a rank by itself. Rollout engines live in `rollout.engine_group`."""
 from __future__ import annotations
 
 import socket
+import threading
 
 import ray
 
 from learner.batch import shard
 from learner.config import RLVRConfig
 from rollout.types import TrainingSample
+from rollout.weight_transfer import Layout
 
 
 def free_port() -> int:
@@ -30,19 +32,59 @@ def reduce_update(parts: list[dict]) -> dict:
             "train_tokens": tot["tokens"]}
 
 
+def _rendezvous() -> tuple[str, int]:
+    """Runs in rank 0's bundle: this node's address and a port free on it (torchrun picks its port the same way)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
 class LearnerGroup:
     def __init__(self, model_path: str, cfg: RLVRConfig) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         from learner.worker import LearnerWorker
 
         lc = cfg.learner
         self.cfg, self.world = cfg, lc.world_size
-        port = free_port()
-        actor = ray.remote(LearnerWorker).options(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker)
-        self.workers = [actor.remote(cfg, model_path, rank, self.world, port) for rank in range(self.world)]
+        # The ranks are placed as one gang (a placement group): all of them or none, on as many nodes as their
+        # bundles need (learner.placement). The rendezvous is on rank 0's node, whichever node that is.
+        bundle = {"CPU": lc.cpus_per_worker, **({"GPU": lc.gpus_per_worker} if lc.gpus_per_worker else {})}
+        self.pg = placement_group([bundle] * self.world, strategy=lc.placement)
+        try:
+            ray.get(self.pg.ready(), timeout=lc.placement_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.util.remove_placement_group(self.pg)
+            raise RuntimeError(f"the learner's {self.world} ranks ({bundle} each, learner.placement={lc.placement}) "
+                               f"could not be placed within learner.placement_timeout_s={lc.placement_timeout_s:g}s; "
+                               f"the cluster has {ray.cluster_resources()}") from None
+
+        def in_bundle(i: int):
+            return PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i)
+
+        addr, port = ray.get(ray.remote(_rendezvous).options(num_cpus=0, scheduling_strategy=in_bundle(0)).remote())
+        self.master = (addr, port)
+        self.workers = [ray.remote(LearnerWorker).options(num_cpus=lc.cpus_per_worker, num_gpus=lc.gpus_per_worker,
+                                                          scheduling_strategy=in_bundle(rank))
+                        .remote(cfg, model_path, rank, self.world, port, addr) for rank in range(self.world)]
+        self.lock = threading.Lock()
+        self.transfer_lock = threading.Lock()  # one weight transfer at a time (rank 0 serves one group)
+        self.layouts: dict[int, Layout] = {}
+
+    def nodes(self) -> list[str]:
+        """Each rank's Ray node id."""
+        return self._all("node_id")
+
+    def _submit(self, method: str, *per_rank: list, args: tuple = ()) -> list:
+        # Under the lock: calls from two threads (the driver's sync, the producer replacing an engine) reach every
+        # rank in the same order, which collectives need.
+        with self.lock:
+            return [getattr(w, method).remote(*[a[r] for a in per_rank], *args) for r, w in enumerate(self.workers)]
 
     def _all(self, method: str, *per_rank: list, args: tuple = ()) -> list:
-        refs = [getattr(w, method).remote(*[a[r] for a in per_rank], *args) for r, w in enumerate(self.workers)]
-        return ray.get(refs)
+        return ray.get(self._submit(method, *per_rank, args=args))
 
     def update(self, samples: list[TrainingSample]) -> dict:
         """`algo.minibatches` optimizer steps on `samples`, sharded over the ranks by token count."""
@@ -51,14 +93,36 @@ class LearnerGroup:
         return reduce_update(self._all("train", per_rank, args=(tokens, micro)))
 
     def export(self) -> dict:
-        """Full HF-named weights (gathered on rank 0)."""
+        """Full HF-named weights (gathered on rank 0, then sent here: the fallback path and tests)."""
         return self._all("export_state")[0]
+
+    def layout(self, bucket_bytes: int) -> Layout:
+        """Names, wire dtypes and shapes of the exported weights (the same every step: computed once)."""
+        if bucket_bytes not in self.layouts:
+            self.layouts[bucket_bytes] = self._all("weight_layout", args=(bucket_bytes,))[0]
+        return self.layouts[bucket_bytes]
+
+    def stream(self, receivers: int, layout: Layout, start_receivers, timeout_s: float) -> tuple[str, int]:
+        """Stream the current weights to `receivers` engine workers: rank 0 opens the rendezvous on its node,
+        `start_receivers(address)` makes the engines join, every rank gathers parameter by parameter and rank 0
+        broadcasts bucket by bucket. Returns the digest of the bytes sent and the policy version."""
+        with self.transfer_lock:
+            address = self._all("open_transfer", args=(receivers, timeout_s))[0]
+            refs = self._submit("send_weights", args=(address, layout))
+            start_receivers(address)
+            return ray.get(refs)[0]
+
+    def masters(self) -> dict:
+        """The fp32 master weights (gathered on rank 0): what the optimizer steps, whatever the compute dtype."""
+        return self._all("master_weights")[0]
 
     def probe(self, token_ids: list[int]) -> list[float]:
         return self._all("probe_logprobs", args=(token_ids,))[0]
 
-    def save(self, directory: str) -> None:
-        self._all("save", args=(directory,))
+    def save(self, directory: str, policy_dir: str | None = None) -> None:
+        """Each rank's resume state under `directory`; rank 0 also writes the HF policy to `policy_dir`. Paths
+        are the ranks' own: on several nodes they must name a filesystem every node shares."""
+        self._all("save", args=(directory, policy_dir))
 
     def load(self, directory: str) -> None:
         self._all("load", args=(directory,))
@@ -69,3 +133,4 @@ class LearnerGroup:
         finally:
             for w in self.workers:
                 ray.kill(w)
+            ray.util.remove_placement_group(self.pg)

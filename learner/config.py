@@ -60,6 +60,12 @@ class AlgoConfig(StrictModel):
                                                            "max_new_tokens trains with: no loss, a penalty, as is")
     truncation_penalty: float = Field(-1.0, description="added to a truncated completion's reward (truncation=penalty)")
     is_cap: float = Field(2.0, gt=0, description="truncated importance-sampling cap on pi_learner/pi_vllm")
+    dual_clip: float | None = Field(None, gt=1.0, description="dual-clip PPO: cap a negative-advantage token's "
+                                    "loss at -dual_clip * A (verl's clip_ratio_c, 3.0); None: off")
+    log_ratio_clamp: float = Field(20.0, gt=0, description="|log pi/pi_old| and |log ref/pi| are clamped to this "
+                                   "before exp (no inf from one stale or numerically off token)")
+    kl_clamp: float = Field(10.0, gt=0, description="per-token k3 KL estimate capped at this (verl's low_var_kl)")
+    warmup_steps: int = Field(0, ge=0, description="linear LR warmup over this many optimizer steps (0: none)")
     probe_tolerance: float = Field(0.05, gt=0, description="max mean |logprob diff| vLLM vs learner after sync")
     micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward on each rank")
     minibatches: int = Field(1, ge=1, description="optimizer steps per rollout batch (>1: the clip matters)")
@@ -72,6 +78,14 @@ class LearnerConfig(StrictModel):
     zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per rank (also its torch threads)")
     gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rank")
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement-group strategy of the ranks: PACK fills a node first and spills over to "
+        "more nodes when one is too small; STRICT_PACK keeps them on one node")
+    placement_timeout_s: float = Field(300, gt=0, description="an unplaceable learner is an error after this long")
+    activation_checkpointing: bool = Field(False, description="recompute decoder layers in backward instead of "
+                                           "storing their activations (less memory, ~1/3 more compute)")
+    logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per chunk of the fp32 log-softmax over the "
+                                      "vocabulary (peak extra memory ~ chunk x vocab x 4 bytes)")
 
     @model_validator(mode="after")
     def _local_is_one_process(self):

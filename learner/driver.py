@@ -28,7 +28,8 @@ from rewards.types import Task
 from rollout.dump import parse_policy, rollout_row, select_groups, write_rollouts
 from rollout.producer import Producer, StepRollout, sample_seed
 from rollout.stats import reward_stats
-from rollout.weight_sync import state_to_bytes
+from rollout.engine_group import BusSource, BytesSource
+from rollout.weight_transfer import state_to_blobs
 
 log = logging.getLogger("crucible.learner")
 
@@ -73,17 +74,28 @@ def split_tasks(cfg: RLVRConfig) -> tuple[list[Task], list[Task]]:
 
 
 def check_resources(cfg: RLVRConfig, cluster: dict) -> None:
-    """Fail now, naming the fields, rather than wait forever for actors Ray can never place."""
+    """Fail now, naming the fields, rather than wait forever for actors Ray can never place: CPUs, GPUs and every
+    custom resource the reward workers ask for (e.g. `sandbox` units a node advertises with
+    `ray start --resources='{"sandbox": 16}'`). Every shortfall is reported at once."""
     r, lc, rw = cfg.rollout, cfg.learner, cfg.reward
     cpus = r.engines * r.cpus_per_engine + lc.world_size * lc.cpus_per_worker + rw.workers * rw.reserved_cpus
     gpus = r.engines * r.gpus_per_engine + lc.world_size * lc.gpus_per_worker
+    problems = []
     if cpus > cluster.get("CPU", 0) + 1e-9:
-        raise ValueError(f"the run needs {cpus:g} CPUs (rollout.engines x rollout.cpus_per_engine + learner.world_size"
-                         f" x learner.cpus_per_worker + reward.workers x reward.cpus_per_worker) but the Ray cluster has"
-                         f" {cluster.get('CPU', 0):g}; lower them (fractions are allowed) or add nodes")
+        problems.append(f"the run needs {cpus:g} CPUs (rollout.engines x rollout.cpus_per_engine + learner.world_size"
+                        f" x learner.cpus_per_worker + reward.workers x reward.cpus_per_worker) but the Ray cluster has"
+                        f" {cluster.get('CPU', 0):g}; lower them (fractions are allowed) or add nodes")
     if gpus > cluster.get("GPU", 0) + 1e-9:
-        raise ValueError(f"the run needs {gpus:g} GPUs (rollout.gpus_per_engine, learner.gpus_per_worker) but the Ray "
-                         f"cluster has {cluster.get('GPU', 0):g}")
+        problems.append(f"the run needs {gpus:g} GPUs (rollout.gpus_per_engine, learner.gpus_per_worker) but the Ray "
+                        f"cluster has {cluster.get('GPU', 0):g}")
+    for name, per_worker in sorted(rw.resources.items()):
+        need = rw.workers * per_worker
+        if need > cluster.get(name, 0) + 1e-9:
+            problems.append(f"the run needs {need:g} {name!r} units (reward.workers x reward.resources.{name}) but the "
+                            f"Ray cluster has {cluster.get(name, 0):g}; start nodes with "
+                            f"--resources='{{\"{name}\": N}}' or lower them")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def resolve_model(cfg: RLVRConfig) -> str:
@@ -99,8 +111,8 @@ class Parts:
     """What the trainer talks to. Real: Ray actors (`build`); tests: plain objects with the same methods."""
 
     producer: Producer
-    engines: Any  # push(blob, version) -> MB, probe(ids) -> logprobs, restarts
-    learners: Any  # update, export, probe, save, load, close
+    engines: Any  # push(source) -> {version, sync_mb}, probe(ids) -> logprobs per engine, restarts
+    learners: Any  # update, layout, stream, export, probe, save, load, close
     sink: Any  # log(step, record), close
     rewards: Any = None  # the reward pool: restarts, close
     started_ray: bool = False
@@ -133,7 +145,6 @@ class Trainer:
         self.seen: set = set()  # the ledger: a sample trained twice shows in `duplicates` (the tests require 0)
         self.duplicates = 0
         self.samples_scored = 0
-        self.last_state: dict | None = None
         self.keep_rollouts = parse_policy(cfg.run.log_rollouts)
         self.t_start = time.perf_counter()
         self.busy_before = dict(self.producer.busy)
@@ -161,22 +172,32 @@ class Trainer:
         return state["step"]
 
     def sync(self, version: int) -> dict:
-        """Push the learner's weights to vLLM, then require vLLM's probe logprobs to match the learner's."""
+        """Load the learner's weights into every engine, then require each engine's probe logprobs to match the
+        learner's: the digests prove the bytes arrived, the probe that vLLM runs them."""
         t0 = time.perf_counter()
         before = np.array(self.engines.probe(self.probe_ids))
-        state = self.learners.export()
-        mb = self.engines.push(state_to_bytes(state), version)
-        after = np.array(self.engines.probe(self.probe_ids))
+        wt = self.cfg.rollout.weight_transfer
+        if wt.mode == "stream":
+            source = BusSource(self.learners, self.learners.layout(wt.bucket_bytes), wt.timeout_s)
+        else:
+            source = BytesSource(state_to_blobs(self.learners.export(), int(wt.blob_mb * 2**20)), version)
+        pushed = self.engines.push(source)
+        if pushed["version"] != version:
+            raise RuntimeError(f"weight sync: the learner holds policy version {pushed['version']}, the driver "
+                               f"expected {version} (a checkpoint and its learner state disagree?)")
+        after = np.array(self.engines.probe(self.probe_ids))  # [engines, tokens]
         mine = np.array(self.learners.probe(self.probe_ids))
-        mismatch = float(np.abs(after - mine).mean())
+        per_engine = np.abs(after - mine[None, :]).mean(axis=1)
+        worst = int(per_engine.argmax())
+        mismatch = float(per_engine[worst])
         if mismatch > self.cfg.algo.probe_tolerance:
-            raise ProbeMismatch(f"weight sync check failed at policy version {version}: vLLM's probe logprobs differ "
-                                f"from the learner's by {mismatch:.4f} on average (algo.probe_tolerance="
+            raise ProbeMismatch(f"weight sync check failed at policy version {version}: engine {worst}'s probe "
+                                f"logprobs differ from the learner's by {mismatch:.4f} on average (algo.probe_tolerance="
                                 f"{self.cfg.algo.probe_tolerance}); vLLM is not running the trained weights")
-        self.last_state, self.version = state, version
+        self.version = version
         self.producer.allow(version)  # steps up to version + staleness may now generate
         return {"time_sync_s": time.perf_counter() - t0, "probe_mismatch": mismatch,
-                "probe_shift": float(np.abs(after - before).mean()), "sync_mb": mb}
+                "probe_shift": float(np.abs(after - before).mean()), "sync_mb": pushed["sync_mb"]}
 
     def evaluate(self) -> dict:
         """Held-out tasks, `run.eval_samples` each, seeds fixed per task: comparable across steps."""
@@ -232,8 +253,7 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         tmp = checkpoint.begin(self.out, step)
-        self.learners.save(str(tmp / "learner"))
-        checkpoint.save_hf_policy(self.last_state, self.model_path, tmp / "policy")
+        self.learners.save(str(tmp / "learner"), str(tmp / "policy"))  # rank 0 writes the HF policy itself
         return checkpoint.commit(tmp, {"step": step, "version": self.version, "history": self.history,
                                        "samples_scored": self.samples_scored})
 

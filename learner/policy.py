@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from rollout.types import TrainingSample
 
@@ -39,16 +40,52 @@ def pad_batch(samples: list[TrainingSample], pad_id: int) -> tuple[torch.Tensor,
     return ids, attn, comp
 
 
-def token_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, with_entropy: bool = False):
-    """log pi(token_{t+1} | tokens_<=t) for every position, [B, T-1] (and per-token entropy if asked)."""
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
-    logp = F.log_softmax(logits, dim=-1)
-    chosen = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return chosen, None
-    with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
-    return chosen, entropy
+def token_logprobs(model, ids: torch.Tensor, attn: torch.Tensor, with_entropy: bool = False,
+                   temperature: float = 1.0, first: int = 0, chunk_tokens: int = 4096):
+    """log pi_T(token_{t+1} | tokens_<=t) as [B, T-1] (and the per-token entropy of pi_T if asked), where
+    pi_T = softmax(logits / temperature) is the distribution the rollout engine sampled from.
+
+    Memory for real vocabularies (150k entries): only positions t >= `first` get logits at all (`first` = the
+    earliest completion position of the micro-batch; earlier ones are returned as 0 and must be masked), and
+    the fp32 log-softmax runs over `chunk_tokens` tokens at a time under activation checkpointing, so neither
+    forward nor backward ever holds fp32 full-vocabulary log-probs for the whole micro-batch (backward
+    recomputes one chunk at a time). The model's own (bf16) logits for positions >= `first` remain."""
+    width = ids.shape[1]
+    if not 0 <= first < width - 1:
+        raise ValueError(f"token_logprobs: first={first} outside [0, {width - 1})")
+    # logits_to_keep=k keeps the last k hidden states: positions first..T-1; the last one predicts nothing.
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=width - first).logits[:, :-1]
+    targets = ids[:, first + 1 :]
+    step = max(1, chunk_tokens // max(1, ids.shape[0]))  # positions per chunk
+    checkpointed = torch.is_grad_enabled() and logits.requires_grad
+    chosen, entropy = [], []
+    for s in range(0, logits.shape[1], step):
+        part, tgt = logits[:, s : s + step], targets[:, s : s + step]
+        if checkpointed:
+            chosen.append(checkpoint(_sampled_logprobs, part, tgt, temperature, use_reentrant=False))
+        else:
+            chosen.append(_sampled_logprobs(part, tgt, temperature))
+        if with_entropy:
+            with torch.no_grad():
+                entropy.append(_entropy(part, temperature))
+    head = torch.zeros((ids.shape[0], first), dtype=chosen[0].dtype, device=chosen[0].device)
+    out = torch.cat([head, *chosen], dim=1)
+    return out, (torch.cat([head, *entropy], dim=1) if with_entropy else None)
+
+
+def _sampled_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def first_completion_position(samples: list[TrainingSample]) -> int:
+    """The earliest [B, T-1] position any sample's completion is predicted from: its prompt length - 1."""
+    return max(0, min(len(s.prompt_ids) for s in samples) - 1)
 
 
 def rollout_logprob_tensor(samples: list[TrainingSample], width: int) -> torch.Tensor:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import copy
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from learner.grpo import grpo_loss, truncated_is_weights
+from learner.grpo import grpo_loss, truncated_is_weights, warmup_factor
 from learner.config import RLVRConfig
-from learner.policy import clean_state_dict, hf_weights, load_policy, pad_batch, rollout_logprob_tensor, token_logprobs
+from learner.policy import (clean_state_dict, first_completion_position, hf_weights, load_policy, pad_batch,
+                            rollout_logprob_tensor, token_logprobs)
 from rollout.types import TrainingSample
+from rollout.weight_transfer import DTYPES, Address, Layout, ParamMeta, join, open_store, send
 
 
 class LearnerWorker:
-    def __init__(self, cfg: RLVRConfig, model_path: str, rank: int, world_size: int, master_port: int) -> None:
-        self.cfg, self.rank, self.world = cfg, rank, world_size
+    def __init__(self, cfg: RLVRConfig, model_path: str, rank: int, world_size: int, master_port: int,
+                 master_addr: str = "127.0.0.1") -> None:
+        self.cfg, self.rank, self.world, self.model_path = cfg, rank, world_size, model_path
         algo, learner = cfg.algo, cfg.learner
         self.backend = learner.backend
         torch.set_num_threads(max(1, int(learner.cpus_per_worker)))
@@ -34,7 +38,8 @@ class LearnerWorker:
         random.seed(seed)
         np.random.seed(seed)
         if self.backend != "local":
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(master_port), RANK=str(rank),
+            # rank 0's node address and a port picked there (LearnerGroup): the ranks may be on different nodes
+            os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                               WORLD_SIZE=str(world_size), LOCAL_RANK="0")
             pg = "nccl" if torch.cuda.is_available() and learner.gpus_per_worker > 0 else "gloo"
             dist.init_process_group(pg, rank=rank, world_size=world_size)
@@ -47,7 +52,16 @@ class LearnerWorker:
         self.bf16 = m.dtype == "bfloat16"
         load_dtype = policy_load_dtype(m.dtype, self.backend)
         model = load_policy(model_path, load_dtype, m.lora_rank, m.lora_alpha, m.lora_targets).to(self.device)
+        if learner.activation_checkpointing:  # recompute each decoder layer in backward instead of storing it
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if m.lora_rank:  # frozen embeddings: the checkpointed layers' inputs must still carry gradients
+                model.enable_input_require_grads()
+        # Log-probs of the distribution vLLM sampled from: softmax(logits / rollout.temperature).
+        self.temperature = cfg.rollout.temperature
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        self.opt_steps = 0  # optimizer steps taken (the LR warmup's clock; checkpointed)
+        self.version = 0  # policy version = updates applied (what the driver's sync numbers; checkpointed)
+        self._store = None  # rank 0: the rendezvous of the weight transfer in progress
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.ref = None
         if algo.kl_coef > 0 and not m.lora_rank:  # LoRA: the reference is the base with adapters off
@@ -104,7 +118,8 @@ class LearnerWorker:
                 mask = mb["mask"]
                 is_w = truncated_is_weights(old[i][j], mb["rollout_lp"], algo.is_cap)
                 out = grpo_loss(lp, old[i][j], mb["adv"], mask, denom, algo.clip_low, algo.clip_high,
-                                algo.kl_coef, ref[i][j] if ref else None, is_w)
+                                algo.kl_coef, ref[i][j] if ref else None, is_w, algo.dual_clip,
+                                algo.log_ratio_clamp, algo.kl_clamp)
                 self._backward(out.loss)
                 sums["loss"] += out.loss.item() / self.world
                 for k in ("clip_fraction_sum", "kl_sum"):
@@ -115,6 +130,7 @@ class LearnerWorker:
                 sums["tokens"] += float(mask.sum())
             grad_norms.append(self._step())
         sums["grad_norm"] = float(np.mean(grad_norms))
+        self.version += 1
         return sums
 
     def _micro_batches(self, samples: list[TrainingSample], count: int) -> list[dict]:
@@ -127,6 +143,7 @@ class LearnerWorker:
             ids, attn, comp = pad_batch(chunk, self.pad_id)
             weight = torch.tensor([s.weight for s in chunk]).unsqueeze(1)
             out.append({"ids": ids.to(self.device), "attn": attn.to(self.device), "mask": (comp * weight).to(self.device),
+                        "first": first_completion_position(chunk),
                         "adv": torch.tensor([s.advantage for s in chunk], device=self.device),
                         "rollout_lp": rollout_logprob_tensor(chunk, ids.shape[1]).to(self.device)})
         return out
@@ -140,17 +157,23 @@ class LearnerWorker:
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
                               enabled=self.bf16 and (plain_module or self.backend == "local"))
 
+    def _score(self, module, mb: dict, with_entropy: bool = False):
+        """Sampled-token log-probs (and entropy) of `module` under the sampling temperature, completion
+        positions only, chunked."""
+        return token_logprobs(module, mb["ids"], mb["attn"], with_entropy, self.temperature, mb["first"],
+                              self.cfg.learner.logprob_chunk_tokens)
+
     def _logprobs(self, mb: dict, with_entropy: bool = False):
         with self._autocast():
-            return token_logprobs(self.forward_module, mb["ids"], mb["attn"], with_entropy)
+            return self._score(self.forward_module, mb, with_entropy)
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
         if self.ref is not None:
             with self._autocast(plain_module=True):
-                return token_logprobs(self.ref, mb["ids"], mb["attn"])[0]
+                return self._score(self.ref, mb)[0]
         with self._autocast():
             with self.model.disable_adapter():
-                return token_logprobs(self.model, mb["ids"], mb["attn"])[0]
+                return self._score(self.model, mb)[0]
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.backend == "deepspeed":
@@ -159,6 +182,11 @@ class LearnerWorker:
             loss.backward()
 
     def _step(self) -> float:
+        # LR warmup: set before the step on the optimizer's groups (DeepSpeed's wrapper shares them).
+        lr = self.cfg.algo.lr * warmup_factor(self.opt_steps, self.cfg.algo.warmup_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt_steps += 1
         if self.backend == "deepspeed":
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
@@ -186,8 +214,103 @@ class LearnerWorker:
             return state
         return clean_state_dict(self.model, self.tied) if self.rank == 0 else None
 
+    def _named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """HF-named full weights, ONE AT A TIME, in `_weight_shapes` order, as the policy's current values (on
+        rank 0; other ranks get the same names and must iterate along: each FSDP2 `full_tensor()` and ZeRO-3
+        gather is a collective). Peak memory: one gathered parameter, never the model. LoRA merges into
+        copies first (that path materialises the merged model on rank 0)."""
+        if self.cfg.model.lora_rank:
+            state = self.export_state()  # collective; None off rank 0, whose part is then done
+            yield from (state or {}).items()
+            return
+        if self.backend == "deepspeed" and self.cfg.learner.zero_stage == 3:
+            import deepspeed
+
+            for name, param in self.model.named_parameters():
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.data
+            for name, buf in self._persistent_buffers():
+                yield name, buf
+            return
+        for name, value in self.model.state_dict().items():
+            if self.tied and name == "lm_head.weight":
+                continue
+            yield name, value.full_tensor() if hasattr(value, "full_tensor") else value
+
+    def _persistent_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        keys = set(self.model.state_dict().keys())
+        return [(n, b) for n, b in self.model.named_buffers() if n in keys]
+
+    def _weight_shapes(self) -> list[tuple[str, tuple[int, ...], bool]]:
+        """(name, full shape, is floating) of every exported weight, without gathering anything."""
+        if self.cfg.model.lora_rank:  # merged weights: materialise once to learn them (collective)
+            state = self.export_state() or {}
+            return [(n, tuple(v.shape), v.is_floating_point()) for n, v in state.items()]
+        if self.backend == "deepspeed" and self.cfg.learner.zero_stage == 3:
+            out = [(n, tuple(getattr(p, "ds_shape", p.shape)), p.is_floating_point())
+                   for n, p in self.model.named_parameters()]
+            return out + [(n, tuple(b.shape), b.is_floating_point()) for n, b in self._persistent_buffers()]
+        return [(n, tuple(v.shape), v.is_floating_point()) for n, v in self.model.state_dict().items()
+                if not (self.tied and n == "lm_head.weight")]
+
+    def weight_layout(self, bucket_bytes: int) -> Layout:
+        """The metadata the engines need to receive the weights (names, wire dtypes, shapes, bucket size)."""
+        dtype = self.cfg.model.dtype
+        return Layout(tuple(ParamMeta(n, dtype if is_float else "int64", shape)
+                            for n, shape, is_float in self._weight_shapes()), bucket_bytes)
+
+    def open_transfer(self, receivers: int, timeout_s: float) -> Address | None:
+        """Rank 0: bind the transfer's rendezvous on this node; returns where receivers connect."""
+        if self.rank != 0:
+            return None
+        import ray
+
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        self._store, port = open_store(host, receivers + 1, timeout_s)
+        nccl = self.device.type == "cuda" and self.cfg.rollout.gpus_per_engine > 0
+        return Address(host, port, receivers + 1, "nccl" if nccl else "gloo", timeout_s)
+
+    def send_weights(self, address: Address | None, layout: Layout) -> tuple[str, int] | None:
+        """Stream the weights to the engines (rank 0 sends; every rank gathers along). Returns rank 0's digest
+        of the bytes sent and the policy version they are. Collective."""
+        dtype = DTYPES[self.cfg.model.dtype]
+        items = ((n, t if t is None else t.to(dtype if t.is_floating_point() else torch.int64))
+                 for n, t in self._named_weights())
+        if self.rank != 0:
+            for _ in items:  # the gathers are collectives: take part in every one
+                pass
+            return None
+        try:
+            device = self.device if address.backend == "nccl" else torch.device("cpu")
+            pg = join(address, 0, self._store)
+            digest = send(pg, items, layout, device)
+        except BaseException:
+            for _ in items:  # let the other ranks finish their gathers before failing
+                pass
+            raise
+        finally:
+            self._store = None
+        return digest, self.version
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def master_weights(self) -> dict[str, torch.Tensor] | None:
+        """The optimizer's fp32 weights on rank 0 (None elsewhere), model-named. Under DeepSpeed bf16 the module
+        holds bf16 copies and the masters live in the optimizer; elsewhere the module's weights are the masters.
+        Collective."""
+        if self.backend != "deepspeed":
+            return self.export_state()
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        state = {n: safe_get_full_fp32_param(p) for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: v.detach().float().cpu().clone() for n, v in state.items()} if self.rank == 0 else None
+
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
-        """Learner's logprobs of a fixed sequence (compared with vLLM's after every sync). Collective."""
+        """Learner's logprobs of a fixed sequence (compared with vLLM's after every sync). Collective. At
+        temperature 1: vLLM's prompt log-probs, the other side of the probe, are raw whatever the sampler does."""
         self.model.eval()
         ids = torch.tensor([token_ids], device=self.device)
         with torch.no_grad(), self._autocast():
@@ -195,10 +318,20 @@ class LearnerWorker:
         return lp[0].tolist()
 
     # ---- checkpoints --------------------------------------------------------------------------------
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, policy_dir: str | None = None) -> None:
+        """This rank's resume state; with `policy_dir`, rank 0 also writes the HF policy there (the weights are
+        gathered on rank 0 one collective at a time; they never pass through the driver)."""
+        if policy_dir is not None:
+            from learner.checkpoint import save_hf_policy
+
+            state = self.export_state()  # collective
+            if self.rank == 0:
+                save_hf_policy(state, self.model_path, policy_dir)
+            del state
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+               "opt_steps": self.opt_steps, "version": self.version}
         if self.backend == "deepspeed":
             self.engine.save_checkpoint(str(path / "deepspeed"), tag="state")
         elif self.backend == "fsdp2":
@@ -231,6 +364,8 @@ class LearnerWorker:
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
+        self.opt_steps = rng.get("opt_steps", 0)
+        self.version = rng.get("version", 0)
 
     def close(self) -> None:
         if dist.is_initialized():

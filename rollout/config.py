@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from configs.base import StrictModel
@@ -16,12 +18,33 @@ class DynamicSamplingConfig(StrictModel):
     max_rounds: int = Field(2, ge=0, description="extra generation rounds at most; the batch may stay short")
 
 
+class WeightTransferConfig(StrictModel):
+    """How new weights reach the engines after every update (rollout/weight_transfer.py)."""
+
+    mode: Literal["stream", "blobs"] = Field("stream", description="stream: learner rank 0 broadcasts the weights "
+                                             "to every engine in buckets over a gloo/NCCL group (no hub); blobs: the "
+                                             "fallback, the whole state through the driver and Ray's object store")
+    bucket_mb: float = Field(256, gt=0, description="bytes per broadcast (stream): peak extra memory on each side "
+                             "is one bucket plus one gathered parameter")
+    blob_mb: float = Field(1024, gt=0, le=3584, description="largest safetensors blob (blobs): each RPC message "
+                           "stays below msgspec's 4 GiB limit")
+    timeout_s: float = Field(600, gt=0, description="a transfer (rendezvous or one bucket) that takes longer is an "
+                             "error naming the weight sync, not a hang")
+
+    @property
+    def bucket_bytes(self) -> int:
+        return max(1, int(self.bucket_mb * 2**20))
+
+
 class RolloutConfig(StrictModel):
     engines: int = Field(1, ge=1, description="vLLM engine actors")
     prompts_per_step: int = Field(8, ge=1, description="prompts (groups) per GRPO step")
     samples_per_prompt: int = Field(8, ge=2, description="K: group size for group-relative advantages")
-    temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature; the learner's log-probs, the "
+                               "reference's and the entropy use logits / temperature too (the sampled policy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass. Below 1, vLLM's log-probs are "
+                         "renormalised over the nucleus and the learner's are not: the truncated IS weights and "
+                         "logprob_mismatch then carry that gap (verl and OpenRLHF behave the same)")
     max_new_tokens: int = Field(128, ge=1, description="completion length cap; longer ones are truncated")
     stop: list[str] = Field(["\n}\n"], description="kept in the completion (the scorer applies each task's own "
                             "stop tokens and suffix): a top-level closing brace ends a function, EOS anything else")
@@ -37,3 +60,4 @@ class RolloutConfig(StrictModel):
     chunk_prompts: int = Field(0, ge=0, description="generate a step in request chunks of this many prompts and "
                                "score each chunk while the next one generates; 0: one call per engine per step")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)

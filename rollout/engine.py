@@ -27,8 +27,11 @@ class RolloutEngine:
             # Seeded sampling + chunked prefill crashes vLLM-CPU (it rewinds a CPU torch.Generator's offset
             # for discarded partial-prefill tokens, which CPU generators do not support).
             kwargs = {"enable_chunked_prefill": False}
+        # processed_logprobs: the sampled tokens' log-probs under the distribution actually sampled from (after
+        # temperature and top-p), not vLLM's default raw T=1 ones; the learner scores with logits / temperature.
         self.llm = LLM(model=model_path, dtype=dtype, max_model_len=rollout.max_model_len, seed=seed,
                        enforce_eager=rollout.enforce_eager, enable_prefix_caching=True,
+                       logprobs_mode="processed_logprobs",
                        worker_extension_cls="rollout.weight_sync.WeightSyncExtension", **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
@@ -51,11 +54,22 @@ class RolloutEngine:
                            version=self.version)
                 for q, out in zip(requests, outputs) for idx, c in enumerate(out.outputs)]
 
-    def load_weights(self, blob: bytes, version: int) -> str:
-        digest = self.llm.collective_rpc("crucible_load_weights", args=(blob,))[0]
+    def receive_weights(self, address: dict, first_rank: int, layout: dict) -> str:
+        """Join learner rank 0's transfer group and load the streamed weights; returns the bytes' digest. The
+        version is set afterwards (`set_version`), once every engine has the weights."""
+        digest = self.llm.collective_rpc("crucible_receive_weights", args=(address, first_rank, layout))[0]
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
+        return digest
+
+    def load_weights(self, blobs: list[bytes], version: int) -> str:
+        """The fallback path: safetensors blobs through the RPC (each below its message limit)."""
+        digest = self.llm.collective_rpc("crucible_load_weights", args=(blobs,))[0]
+        self.llm.reset_prefix_cache()
         self.version = version
         return digest
+
+    def set_version(self, version: int) -> None:
+        self.version = version
 
     def get_version(self) -> int:
         return self.version

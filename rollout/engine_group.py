@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -62,6 +63,71 @@ class LocalCalls:
         pass
 
 
+def _outcome(calls, ref, expected: str | None):
+    """None when the engine took the weights and its digest matches; else what went wrong (EngineDied for a
+    dead engine, which the group replaces; any other exception fails the push)."""
+    try:
+        digest = calls.result(ref)
+    except EngineDied as exc:
+        return exc
+    except Exception as exc:  # the transfer broke (e.g. a peer died mid-broadcast)
+        return exc
+    if expected is not None and digest != expected:
+        return RuntimeError(f"weight digest {digest} != the learner's {expected}: the engine did not get every byte")
+    return None
+
+
+class BusSource:
+    """The learner's current weights, streamed by learner rank 0 straight into the engines' workers
+    (`rollout.weight_transfer`): the driver passes only the layout and the rendezvous address."""
+
+    def __init__(self, learners, layout, timeout_s: float) -> None:
+        from rollout.weight_sync import layout_to_wire
+
+        self.learners, self.layout, self.timeout_s = learners, layout, timeout_s
+        self.wire = layout_to_wire(layout)
+        self.mb = layout.total_bytes / 2**20
+
+    def deliver(self, engines: list, calls) -> tuple[list, int | None]:
+        refs: list = []
+
+        def start_receivers(address) -> None:
+            refs.extend(calls.submit(e, "receive_weights", asdict(address), 1 + i, self.wire)
+                        for i, e in enumerate(engines))
+
+        try:
+            digest, version = self.learners.stream(len(engines), self.layout, start_receivers, self.timeout_s)
+            error = None
+        except Exception as exc:
+            digest, version, error = None, None, exc
+        outcomes = [_outcome(calls, r, digest) for r in refs]
+        if error is not None:
+            if not any(isinstance(o, EngineDied) for o in outcomes):
+                raise RuntimeError(f"weight transfer failed on the learner side: {error}") from error
+            return outcomes, None
+        for e, o in zip(engines, outcomes):
+            if o is None:
+                calls.result(calls.submit(e, "set_version", version))
+        return outcomes, version
+
+
+class BytesSource:
+    """The fallback: the state as safetensors blobs, each below the RPC message limit, put once into the object
+    store and loaded by every engine (the driver holds the whole state: a hub, kept for debugging)."""
+
+    def __init__(self, blobs: list[bytes], version: int) -> None:
+        from rollout.weight_sync import blobs_digest
+
+        self.blobs, self.version, self.ref = blobs, version, None
+        self.digest, self.mb = blobs_digest(blobs), sum(map(len, blobs)) / 2**20
+
+    def deliver(self, engines: list, calls) -> tuple[list, int]:
+        if self.ref is None:
+            self.ref, self.blobs = calls.put(self.blobs), None
+        refs = [calls.submit(e, "load_weights", self.ref, self.version) for e in engines]
+        return [_outcome(calls, r, self.digest) for r in refs], self.version
+
+
 class EngineGroup:
     def __init__(self, spawn: Callable[[], Any], count: int, calls: RayCalls | LocalCalls,
                  max_attempts: int = 3) -> None:
@@ -70,7 +136,7 @@ class EngineGroup:
         self.engines = [spawn() for _ in range(count)]
         for e in self.engines:  # fail fast if an engine cannot start
             calls.result(calls.submit(e, "get_version"))
-        self.weights_ref = None  # the newest pushed weights, for engines started later
+        self.source = None  # where the newest weights come from (BusSource/BytesSource), for engines started later
         self.version = 0
         self.restarts = 0
         self.closed = False  # once closed, a dead engine is not replaced (the run is ending)
@@ -86,7 +152,7 @@ class EngineGroup:
                                                   num_gpus=rollout.gpus_per_engine, max_restarts=0)
         return cls(lambda: actor.remote(model_path, rollout, dtype, seed), rollout.engines, RayCalls())
 
-    def _replace(self, idx: int, dead) -> None:
+    def _replace(self, idx: int, dead, load: bool = True) -> None:
         with self.lock:
             if self.closed:
                 raise EngineDied("the engine group is closed")
@@ -100,12 +166,12 @@ class EngineGroup:
             except Exception as exc:  # already gone
                 log.debug("killing dead engine %d: %s", idx, exc)
             engine = self.spawn()
-            if self.weights_ref is not None:
-                try:
-                    self.calls.result(self.calls.submit(engine, "load_weights", self.weights_ref, self.version))
-                except EngineDied:
+            if load and self.source is not None:
+                (problem,), version = self.source.deliver([engine], self.calls)
+                if problem is not None:
                     self.calls.kill(engine)
-                    raise
+                    raise problem if isinstance(problem, EngineDied) else EngineDied(f"replacement: {problem}")
+                log.warning("rollout engine %d replaced; it holds policy version %s", idx, version)
             self.engines[idx] = engine
             self.restarts += 1
 
@@ -154,29 +220,41 @@ class EngineGroup:
             out += got
         return out
 
-    def push(self, blob: bytes, version: int) -> float:
-        """Load serialized weights (rollout.weight_sync.state_to_bytes) into every engine; returns MB sent."""
+    def push(self, source) -> dict:
+        """Load the source's weights into every engine; an engine that dies meanwhile is replaced and the whole
+        transfer runs again (the others may hold half of it). Returns the version loaded and the MB sent."""
         with self.lock:
-            self.weights_ref = self.calls.put(blob)
-            self.version = version
+            self.source = source
             engines = list(self.engines)
-        for i, engine in enumerate(engines):
-            try:
-                self.calls.result(self.calls.submit(engine, "load_weights", self.weights_ref, version))
-            except EngineDied:
-                self._replace(i, engine)  # the replacement loads weights_ref itself
-        return len(blob) / 2**20
+        for attempt in range(1, self.max_attempts + 1):
+            outcomes, version = source.deliver(engines, self.calls)
+            failed = [(i, o) for i, o in enumerate(outcomes) if o is not None]
+            if not failed:
+                with self.lock:
+                    self.version = version
+                return {"version": version, "sync_mb": source.mb}
+            dead = [i for i, o in failed if isinstance(o, EngineDied)]
+            if not dead:
+                i, problem = failed[0]
+                raise RuntimeError(f"weight sync: rollout engine {i} failed to load the weights: {problem}") from problem
+            for i in dead:
+                self._replace(i, engines[i], load=False)  # the retry below loads it with the others
+            engines = [self._engine(i) for i in range(len(engines))]
+        raise RuntimeError(f"weight sync: engines kept dying, {self.max_attempts} attempts")
 
-    def probe(self, token_ids: list[int]) -> list[float]:
-        """Engine 0's logprob of each token of `token_ids` given the ones before."""
+    def probe(self, token_ids: list[int]) -> list[list[float]]:
+        """Every engine's logprob of each token of `token_ids` given the ones before (one list per engine)."""
+        return [self._probe_one(i, token_ids) for i in range(len(self.engines))]
+
+    def _probe_one(self, idx: int, token_ids: list[int]) -> list[float]:
         for attempt in range(self.max_attempts):
-            engine = self._engine(0)
+            engine = self._engine(idx)
             try:
                 return self.calls.result(self.calls.submit(engine, "probe_logprobs", token_ids))
             except EngineDied:
                 if attempt == self.max_attempts - 1:
                     raise
-                self._replace(0, engine)
+                self._replace(idx, engine)
         raise AssertionError("unreachable")
 
     def close(self) -> None:

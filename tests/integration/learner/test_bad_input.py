@@ -160,7 +160,7 @@ def _ray_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_too_many_engines_fails_with_cpu_count_and_leaves_no_ray(tmp_path: Path):
+def test_too_many_engines_or_sandbox_units_fail_fast_naming_both_and_leave_no_ray(tmp_path: Path):
     # run.ray_address=local: a private local instance even if another Ray runs on this machine (plain "auto"
     # would attach to it); RAY_TMPDIR (short: Unix socket paths) marks every process of that instance.
     ray_tmp = tempfile.mkdtemp(prefix="crb-ray-", dir="/tmp")
@@ -168,11 +168,13 @@ def test_too_many_engines_fails_with_cpu_count_and_leaves_no_ray(tmp_path: Path)
     env.pop("RAY_ADDRESS", None)
     try:
         t0 = time.monotonic()
-        rc, err, _ = run_learner("rollout.engines=50", "run.ray_address=local",
+        rc, err, _ = run_learner("rollout.engines=50", "reward.resources={sandbox: 64}", "run.ray_address=local",
                                  f"run.out_dir={tmp_path / 'out'}", env=env, timeout=180)
         assert rc == 1
         assert err.startswith("the run needs ") and " CPUs (rollout.engines x rollout.cpus_per_engine" in err
         assert "but the Ray cluster has" in err
+        # a custom resource no node advertises: before, the reward pool waited for it forever
+        assert "needs 64 'sandbox' units (reward.workers x reward.resources.sandbox)" in err
         assert list(Path(ray_tmp).glob("ray/session_*")), "the driver started no Ray under RAY_TMPDIR"
         deadline = time.monotonic() + 20
         while (left := _ray_processes(ray_tmp)) and time.monotonic() < deadline:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from configs.loader import load_config
 from learner.config import RLVRConfig
 
@@ -23,3 +25,16 @@ def test_gpu_preset_matches_the_design(tmp_path):
     assert cfg.algo.lr == 5e-7 and cfg.algo.kl_coef == 0.01 and cfg.rollout.max_new_tokens == 2048
     gpus = cfg.rollout.engines * cfg.rollout.gpus_per_engine + cfg.learner.world_size * cfg.learner.gpus_per_worker
     assert gpus == 8 and cfg.learner.backend == "fsdp2"
+
+
+def test_check_resources_names_every_shortfall_custom_resources_included():
+    from learner.driver import check_resources
+
+    cfg = RLVRConfig(reward={"workers": 8, "resources": {"sandbox": 8}}, rollout={"engines": 4, "gpus_per_engine": 1})
+    with pytest.raises(ValueError) as err:
+        check_resources(cfg, {"CPU": 64, "GPU": 8, "sandbox": 16})
+    assert "needs 64 'sandbox' units (reward.workers x reward.resources.sandbox)" in str(err.value)
+    assert "Ray cluster has 16" in str(err.value) and "GPUs" not in str(err.value)
+    with pytest.raises(ValueError, match="'sandbox' units.*has 0"):
+        check_resources(cfg, {"CPU": 64, "GPU": 8})  # no node advertises it at all: Ray would wait forever
+    check_resources(cfg, {"CPU": 64, "GPU": 8, "sandbox": 64})  # enough: no error

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from learner.grpo import (grpo_loss, group_advantages, informative_groups, kl_k3, truncated_completion_mask,
-                          truncated_is_weights)
+                          truncated_is_weights, warmup_factor)
 
 
 def test_group_advantages_grpo_and_dr_grpo():
@@ -103,3 +103,46 @@ def test_token_level_normalisation_is_invariant_to_micro_batches_and_ranks():
     # the per-micro-batch mean (what a naive implementation does) is not invariant
     naive = sum(loss_on(s, mask[s].sum()) for s in shards) / len(shards)
     assert abs(naive.item() - full.item()) > 1e-4
+
+
+def test_dual_clip_caps_negative_advantage_losses_hand_values():
+    # ratio 5 (log 5) with A = -1: the plain clip keeps max(-(5 * -1), -(1.28 * -1)) = 5;
+    # dual-clip c = 3 caps it at -c * A = 3. A positive-advantage token (ratio 5, A = +1) is untouched: -1.28.
+    lp = torch.log(torch.tensor([[5.0], [5.0]]))
+    old = torch.zeros(2, 1)
+    adv = torch.tensor([-1.0, 1.0])
+    plain = grpo_loss(lp, old, adv, torch.ones(2, 1), 2, clip_low=0.2, clip_high=0.28)
+    dual = grpo_loss(lp, old, adv, torch.ones(2, 1), 2, clip_low=0.2, clip_high=0.28, dual_clip=3.0)
+    assert plain.loss.item() == pytest.approx((5.0 - 1.28) / 2)
+    assert dual.loss.item() == pytest.approx((3.0 - 1.28) / 2)
+    # below the cap (ratio 2, A = -1: loss 2 < 3) dual-clip changes nothing
+    lp2 = torch.log(torch.tensor([[2.0]]))
+    assert grpo_loss(lp2, torch.zeros(1, 1), torch.tensor([-1.0]), torch.ones(1, 1), 1,
+                     dual_clip=3.0).loss.item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="dual_clip"):
+        grpo_loss(lp2, lp2, torch.tensor([-1.0]), torch.ones(1, 1), 1, dual_clip=1.0)
+
+
+def test_log_ratio_clamp_keeps_the_loss_finite():
+    # a token 100 nats more likely now than at rollout: exp(100) * A overflows nothing once clamped to 20
+    lp, old = torch.tensor([[0.0]]), torch.tensor([[-100.0]])
+    out = grpo_loss(lp, old, torch.tensor([-1.0]), torch.ones(1, 1), 1, log_ratio_clamp=20.0)
+    assert out.loss.item() == pytest.approx(math.exp(20.0))
+    assert out.metrics["ratio_sum"].item() == pytest.approx(math.exp(20.0))
+    unclamped = grpo_loss(lp, old, torch.tensor([-1.0]), torch.ones(1, 1), 1, log_ratio_clamp=1e9)
+    assert math.isinf(unclamped.loss.item())  # fp32 exp(100) overflows: what the clamp prevents
+
+
+def test_k3_clamps_hand_values():
+    # ref - lp = 3: k3 = e^3 - 3 - 1 = 16.0855, capped at kl_clamp = 10
+    lp, ref = torch.tensor([[0.0]]), torch.tensor([[3.0]])
+    assert kl_k3(lp, ref, kl_clamp=1e9).item() == pytest.approx(math.exp(3) - 4)
+    assert kl_k3(lp, ref).item() == pytest.approx(10.0)
+    # ref - lp = -50: k3 = e^-50 + 50 - 1 ~ 49; the log-ratio clamp at 20 gives e^-20 + 20 - 1
+    assert kl_k3(torch.tensor([[0.0]]), torch.tensor([[-50.0]]), kl_clamp=1e9).item() == \
+        pytest.approx(math.exp(-20) + 19)
+
+
+def test_warmup_factor_hand_values():
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0

@@ -49,27 +49,56 @@ class FakeEngine:
                                       "length" if value % 11 == 0 else "stop", self.version))
         return out
 
-    def load_weights(self, blob: bytes, version: int) -> str:
+    def load_weights(self, blobs: list[bytes], version: int) -> str:
         from safetensors.torch import load
 
-        self.weight = float(load(blob)["w"][0])
+        from rollout.weight_sync import blobs_digest
+
+        self.weight = float(load(blobs[0])["w"][0])
         self.version = version
-        return "digest"
+        return blobs_digest(blobs)
+
+    def receive_weights(self, address: dict, first_rank: int, layout: dict) -> str:
+        self.weight = BUS[address["port"]]
+        return repr(self.weight)
+
+    def set_version(self, version: int) -> None:
+        self.version = version
 
     def probe_logprobs(self, ids: list[int]) -> list[float]:
         return probe_of(self.weight, ids)
 
 
-class FakeLearners:
-    """One weight; an update adds the mean advantage-weighted reward signal. Save/load persist it."""
+BUS: dict[int, float] = {}  # the fake transfer group: what the learner "broadcast" to a port
 
-    def __init__(self, update_seconds: float = 0.0, skip_push: bool = False) -> None:
+
+class FakeLearners:
+    """One weight; an update adds the mean advantage-weighted reward signal. Save/load persist it. `stream`
+    stands for the real broadcast: receivers read the weight from BUS."""
+
+    def __init__(self, update_seconds: float = 0.0) -> None:
         self.weight, self.updates, self.update_seconds = 0.0, [], update_seconds
-        self.skip_push = skip_push
+        self.version = 0
+        self.lock = threading.Lock()
+
+    def layout(self, bucket_bytes: int):
+        from rollout.weight_transfer import Layout, ParamMeta
+
+        return Layout((ParamMeta("w", "float32", (1,)),), bucket_bytes)
+
+    def stream(self, receivers: int, layout, start_receivers, timeout_s: float) -> tuple[str, int]:
+        from rollout.weight_transfer import Address
+
+        with self.lock:
+            port = len(BUS) + 1000
+            BUS[port] = self.weight
+            start_receivers(Address("fake", port, receivers + 1, "gloo", timeout_s))
+            return repr(self.weight), self.version
 
     def update(self, samples) -> dict:
         time.sleep(self.update_seconds)
         self.updates.append(samples)
+        self.version += 1
         self.weight += 0.1 + 0.001 * sum(s.advantage * len(s.completion_ids) for s in samples)
         return {"loss": 0.0, "grad_norm": 1.0, "kl": 0.0, "entropy": 1.0, "train_tokens": 1.0}
 
@@ -79,16 +108,18 @@ class FakeLearners:
     def probe(self, ids: list[int]) -> list[float]:
         return probe_of(self.weight, ids)
 
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, policy_dir: str | None = None) -> None:
         from pathlib import Path
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "w.txt").write_text(repr(self.weight))
+        (Path(directory) / "w.txt").write_text(repr((self.weight, self.version)))
 
     def load(self, directory: str) -> None:
         from pathlib import Path
 
-        self.weight = float((Path(directory) / "w.txt").read_text())
+        import ast
+
+        self.weight, self.version = ast.literal_eval((Path(directory) / "w.txt").read_text())
 
     def close(self) -> None:
         pass

@@ -1,0 +1,70 @@
+"""The two sides of the ratio describe one policy at a temperature other than 1: vLLM's log-probs of the tokens
+it sampled at T=0.7 (processed: after temperature) and the learner's (log softmax(logits / 0.7)) agree within the
+probe tolerance. Before, vLLM returned raw T=1 log-probs and the learner computed T=1 ones while sampling at T."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from learner.policy import first_completion_position, pad_batch, token_logprobs
+from rewards.tasks import load_embedded
+from rollout.types import TrainingSample
+
+pytestmark = pytest.mark.slow
+
+
+def sample(policy: str, temperature: float, prompts: list[str]) -> list[TrainingSample]:
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_sample.py")), policy, str(temperature),
+                           json.dumps(prompts)], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[3])
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, proc.stderr[-3000:]
+    return [TrainingSample(tuple(r["prompt_ids"]), tuple(r["completion_ids"]), tuple(r["logprobs"]), 0.0)
+            for r in json.loads(line[len("RESULT "):])]
+
+
+@pytest.fixture(scope="module")
+def uncertain_policy(tiny_policy, tmp_path_factory) -> str:
+    """The tiny policy's architecture and tokenizer, freshly initialised with wide weights: a policy unsure of
+    every token (the trained tiny policy is so sure of its completions that T barely changes their log-probs)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("uncertain")
+    config = AutoConfig.from_pretrained(tiny_policy)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_policy).save_pretrained(out)
+    return str(out)
+
+
+def test_vllm_and_learner_logprobs_agree_at_temperature_07(uncertain_policy):
+    from transformers import AutoModelForCausalLM
+
+    from learner.config import AlgoConfig
+
+    prompts = [t.prompt.rstrip() for t in load_embedded()[:3]]
+    samples = sample(uncertain_policy, 0.7, prompts)
+    assert len(samples) == 6 and all(s.completion_ids for s in samples)
+    model = AutoModelForCausalLM.from_pretrained(uncertain_policy, dtype=torch.float32).eval()
+    ids, attn, comp = pad_batch(samples, pad_id=0)
+    vllm_lp = torch.zeros_like(comp)
+    for row, s in enumerate(samples):
+        p = len(s.prompt_ids)
+        vllm_lp[row, p - 1 : p - 1 + len(s.rollout_logprobs)] = torch.tensor(s.rollout_logprobs)
+
+    def mean_gap(temperature: float) -> float:
+        with torch.no_grad():
+            mine, _ = token_logprobs(model, ids, attn, temperature=temperature, first=first_completion_position(samples))
+        return float(((mine - vllm_lp).abs() * comp).sum() / comp.sum())
+
+    tolerance = AlgoConfig().probe_tolerance
+    at_t, at_1 = mean_gap(0.7), mean_gap(1.0)
+    assert at_t < tolerance, (at_t, at_1)  # the same distribution on both sides
+    assert at_1 > tolerance, (at_t, at_1)  # what the learner computed before: a different policy

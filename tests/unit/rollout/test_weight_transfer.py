@@ -1,0 +1,99 @@
+"""The weight transfer's wire format and group on real gloo, in one process (a sender thread and receiver
+threads): every tensor arrives bit-exact whatever the bucket size (smaller than the largest tensor, not a
+divisor of any size, larger than the model), digests agree, and a layout that does not match what is sent
+fails loudly instead of loading shifted bytes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from rollout.weight_sync import layout_from_wire, layout_to_wire
+from rollout.weight_transfer import (Address, Digest, Layout, ParamMeta, join, open_store, receive, send,
+                                     state_to_blobs)
+
+
+def state() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"embed.weight": torch.randn(50, 8, generator=g).to(torch.bfloat16),
+            "empty": torch.zeros(0, 4, dtype=torch.bfloat16),
+            "layers.0.q.weight": torch.randn(8, 8, generator=g).to(torch.bfloat16),
+            "layers.0.q.bias": torch.randn(8, generator=g).to(torch.bfloat16),
+            "positions": torch.arange(7, dtype=torch.int64)}
+
+
+def layout_of(s: dict, bucket: int) -> Layout:
+    return Layout(tuple(ParamMeta(n, "int64" if not v.is_floating_point() else "bfloat16", tuple(v.shape))
+                        for n, v in s.items()), bucket)
+
+
+def transfer(s: dict, layout: Layout, receivers: int = 2, items=None):
+    store, port = open_store("127.0.0.1", receivers + 1, timeout_s=30)
+    address = Address("127.0.0.1", port, receivers + 1, "gloo", 30)
+    got, digests, errors = [None] * receivers, [None] * receivers, []
+
+    def receiver(i: int) -> None:
+        try:
+            pg = join(address, 1 + i)
+            d = Digest()
+            got[i] = {n: t.clone() for n, t in receive(pg, layout, torch.device("cpu"), d)}
+            digests[i] = d.hexdigest()
+        except Exception as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=receiver, args=(i,)) for i in range(receivers)]
+    for t in threads:
+        t.start()
+    pg = join(address, 0, store)
+    try:
+        sent = send(pg, items if items is not None else s.items(), layout, torch.device("cpu"))
+    finally:
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors
+    return sent, got, digests
+
+
+@pytest.mark.parametrize("bucket", [100, 7, 1 << 20])  # < the 800-byte embedding, odd, > the whole model
+def test_every_tensor_arrives_bit_exact_in_any_bucket_size(bucket):
+    s = state()
+    layout = layout_of(s, bucket)
+    assert (bucket < max(p.nbytes for p in layout.params)) == (bucket < 800)
+    sent, got, digests = transfer(s, layout)
+    for received in got:
+        assert list(received) == list(s)
+        for name, value in s.items():
+            assert received[name].dtype == value.dtype and torch.equal(received[name], value), name
+    assert digests == [sent, sent]
+
+
+def test_the_layout_survives_the_rpc_as_plain_data():
+    layout = layout_of(state(), 64)
+    assert layout_from_wire(layout_to_wire(layout)) == layout
+    assert layout.buckets == -(-layout.total_bytes // 64) and layout.bucket_size(layout.buckets - 1) > 0
+
+
+def test_a_source_that_disagrees_with_the_layout_fails_loudly():
+    s = state()
+    layout = layout_of(s, 64)
+    swapped = list(s.items())
+    swapped[0], swapped[2] = swapped[2], swapped[0]
+    store, port = open_store("127.0.0.1", 1, timeout_s=5)
+    pg = join(Address("127.0.0.1", port, 1, "gloo", 5), 0, store)  # a group of one: nothing to wait for
+    with pytest.raises(RuntimeError, match="layers.0.q.weight.*where the layout has embed.weight"):
+        send(pg, iter(swapped), layout, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="source ran out early"):
+        send(pg, iter(list(s.items())[:-1]), layout, torch.device("cpu"))
+
+
+def test_blobs_stay_below_the_limit_and_keep_every_tensor():
+    from safetensors.torch import load
+
+    s = {f"w{i}": torch.ones(256) * i for i in range(10)}  # 1 KiB each
+    blobs = state_to_blobs(s, max_bytes=3000)
+    assert len(blobs) == 5  # two 1 KiB tensors per blob: a third would pass 3000 bytes
+    assert all(len(b) < 3000 + 512 for b in blobs)  # payload + the JSON header
+    merged = {k: v for b in blobs for k, v in load(b).items()}
+    assert merged.keys() == s.keys() and all(torch.equal(merged[k], s[k]) for k in s)
