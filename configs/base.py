@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,3 +93,37 @@ def check_lineage(model_path: str | Path, split: TaskSplit, field: str, own_outp
                 f"recorded {theirs.model_dump()} in {record_file}; with different splits one trains on tasks the "
                 f"other holds out. Use the same split in every stage (or another output directory).")
         return
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(path: str) -> bool:
+    """`org/name` that is not a local path: a Hugging Face hub model id."""
+    return bool(HUB_ID.match(path)) and not Path(path).exists()
+
+
+def resolve_model_path(path: str, field: str = "model.path", cache_dir: str | None = None) -> str:
+    """A local checkpoint directory as is; a hub id resolved ONCE to its snapshot directory in the local Hugging
+    Face cache (works offline when the model is cached), downloading only when it is not cached and the hub is
+    reachable (HF_HUB_OFFLINE unset). Config, tokenizer and weights only."""
+    if not is_hub_id(path):
+        if not Path(path).is_dir():
+            raise ValueError(f"{field}: {path} is neither a directory nor a hub id (org/name)")
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(path, local_files_only=True, cache_dir=cache_dir)
+    except LocalEntryNotFoundError:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise ValueError(f"{field}: {path} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                             f"run `hf download {path}` where the hub is reachable (or point {field} at a "
+                             f"directory)") from None
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:
+        return snapshot_download(path, cache_dir=cache_dir, allow_patterns=patterns)
+    except Exception as exc:  # not on the hub, no network, gated: say which field and what was tried
+        raise ValueError(f"{field}: {path} is not a local directory, not in the local Hugging Face cache, and could "
+                         f"not be downloaded ({type(exc).__name__}: {exc})") from None

@@ -12,6 +12,7 @@ import ray
 
 from learner.batch import shard
 from learner.config import RLVRConfig
+from rollout.engine_group import StageTimeout
 from rollout.types import TrainingSample
 from rollout.weight_transfer import Layout
 
@@ -29,7 +30,7 @@ def reduce_update(parts: list[dict]) -> dict:
     return {"loss": tot["loss"], "grad_norm": parts[0]["grad_norm"], "kl": tot["kl_sum"] / ntok,
             "entropy": tot["entropy_sum"] / ntok, "clip_fraction": tot["clip_fraction_sum"] / ntok,
             "logprob_mismatch": tot["mismatch_sum"] / ntok, "is_weight_mean": tot["is_weight_sum"] / ntok,
-            "train_tokens": tot["tokens"]}
+            "train_tokens": tot["tokens"], "mem_peak_gb": max(p["mem_peak_gb"] for p in parts)}
 
 
 def _rendezvous() -> tuple[str, int]:
@@ -48,7 +49,7 @@ class LearnerGroup:
         from learner.worker import LearnerWorker
 
         lc = cfg.learner
-        self.cfg, self.world = cfg, lc.world_size
+        self.cfg, self.world, self.timeout_s = cfg, lc.world_size, cfg.run.call_timeout_s
         # The ranks are placed as one gang (a placement group): all of them or none, on as many nodes as their
         # bundles need (learner.placement). The rendezvous is on rank 0's node, whichever node that is.
         bundle = {"CPU": lc.cpus_per_worker, **({"GPU": lc.gpus_per_worker} if lc.gpus_per_worker else {})}
@@ -73,6 +74,10 @@ class LearnerGroup:
         self.transfer_lock = threading.Lock()  # one weight transfer at a time (rank 0 serves one group)
         self.layouts: dict[int, Layout] = {}
 
+    def local_params(self) -> list[dict[str, int]]:
+        """Per rank: parameter elements held for the policy and the KL reference."""
+        return self._all("local_params")
+
     def nodes(self) -> list[str]:
         """Each rank's Ray node id."""
         return self._all("node_id")
@@ -84,7 +89,14 @@ class LearnerGroup:
             return [getattr(w, method).remote(*[a[r] for a in per_rank], *args) for r, w in enumerate(self.workers)]
 
     def _all(self, method: str, *per_rank: list, args: tuple = ()) -> list:
-        return ray.get(self._submit(method, *per_rank, args=args))
+        return self._get(method, self._submit(method, *per_rank, args=args))
+
+    def _get(self, method: str, refs: list) -> list:
+        try:
+            return ray.get(refs, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise StageTimeout(f"learner ranks: {method} did not finish within {self.timeout_s:g}s "
+                               f"(run.call_timeout_s)") from None
 
     def update(self, samples: list[TrainingSample]) -> dict:
         """`algo.minibatches` optimizer steps on `samples`, sharded over the ranks by token count."""
@@ -110,7 +122,7 @@ class LearnerGroup:
             address = self._all("open_transfer", args=(receivers, timeout_s))[0]
             refs = self._submit("send_weights", args=(address, layout))
             start_receivers(address)
-            return ray.get(refs)[0]
+            return self._get("send_weights", refs)[0]
 
     def masters(self) -> dict:
         """The fp32 master weights (gathered on rank 0): what the optimizer steps, whatever the compute dtype."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, TaskSplit, check_lineage
+from configs.base import StrictModel, TaskSplit, check_lineage, is_hub_id
 from rewards.reward import RewardConfig
 from rollout.config import RolloutConfig
 
@@ -15,7 +15,8 @@ __all__ = ["RLVRConfig", "RolloutConfig"]
 
 
 class ModelConfig(StrictModel):
-    path: str = Field("tiny", description='HF checkpoint directory, or "tiny" for the embedded tiny policy')
+    path: str = Field("tiny", description='HF checkpoint directory, a hub id (org/name: resolved once from the local '
+                      'HF cache, downloaded only if absent and online), or "tiny" for the embedded tiny policy')
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="compute dtype of vLLM and the learner "
                                                   "(bfloat16: fp32 master weights, bf16 compute)")
     lora_rank: int = Field(0, ge=0, description="0 = full fine-tuning; >0 trains LoRA adapters (merged for sync)")
@@ -110,6 +111,8 @@ class RunConfig(StrictModel):
     log_rollouts: str = Field("sample:4", pattern=r"^(none|all|sample:[1-9][0-9]*)$",
                               description="rollout dumps in out_dir/rollouts/step_NNNNNN.jsonl.gz: none, all, or "
                               "sample:N (N groups per step, best and worst kept)")
+    call_timeout_s: float = Field(1800, gt=0, description="every remote call (generate, score, train, sync, probe, "
+                                  "save) that takes longer is an error naming the stage instead of a hang")
     log_every: int = Field(1, ge=0, description="one progress line per this many steps to the log (0: none)")
 
 
@@ -123,17 +126,29 @@ class RLVRConfig(StrictModel):
     run: RunConfig = Field(default_factory=RunConfig, description="steps, pipelining, checkpoints, logging")
 
     @model_validator(mode="after")
+    def _chat_on_both_sides(self):
+        if (self.reward.mode == "chat") != self.rollout.chat_template:
+            raise ValueError("reward.mode: chat scores a chat answer's code block and needs rollout.chat_template: true "
+                             "(and the other way round); set both or neither")
+        return self
+
+    @model_validator(mode="after")
     def _check_paths(self):
         if self.model.lora_rank and self.learner.backend == "fsdp2":
             raise ValueError("model.lora_rank: LoRA is supported with learner.backend local or deepspeed, not fsdp2")
-        if self.model.path != "tiny":
-            p = Path(self.model.path)
-            if not (p / "config.json").exists():
-                raise ValueError(f"model.path: {p} has no config.json (not a Hugging Face checkpoint)")
-            if not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-                raise ValueError(f"model.path: {p} has no tokenizer (tokenizer.json / tokenizer_config.json);"
-                                 " save the tokenizer next to the weights")
-            check_lineage(p, self.tasks.split, "tasks.split")
+        if self.model.path != "tiny" and not is_hub_id(self.model.path):  # hub ids: checked once resolved
+            check_checkpoint(self.model.path, self.tasks.split)
         if self.tasks.source != "embedded" and not Path(self.tasks.source).exists():
             raise ValueError(f"tasks.source: {self.tasks.source} does not exist")
         return self
+
+
+def check_checkpoint(path: str, split: TaskSplit) -> None:
+    """A policy directory: HF config, tokenizer, and a lineage compatible with the run's split."""
+    p = Path(path)
+    if not (p / "config.json").exists():
+        raise ValueError(f"model.path: {p} has no config.json (not a Hugging Face checkpoint)")
+    if not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise ValueError(f"model.path: {p} has no tokenizer (tokenizer.json / tokenizer_config.json);"
+                         " save the tokenizer next to the weights")
+    check_lineage(p, split, "tasks.split")

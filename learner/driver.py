@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from learner import checkpoint
 from learner.batch import assign_advantages
-from configs.base import check_lineage
-from learner.config import RLVRConfig
+from configs.base import check_lineage, resolve_model_path
+from learner.config import RLVRConfig, check_checkpoint
 from rewards.tasks import load_embedded, load_tasks
 from rewards.types import Task
 from rollout.dump import parse_policy, rollout_row, select_groups, write_rollouts
@@ -103,7 +103,9 @@ def resolve_model(cfg: RLVRConfig) -> str:
         from learner.tiny_policy import build_tiny_policy
 
         return str(build_tiny_policy(split=cfg.tasks.split))
-    return cfg.model.path
+    path = resolve_model_path(cfg.model.path)  # a hub id -> its snapshot in the local HF cache, once
+    check_checkpoint(path, cfg.tasks.split)
+    return path
 
 
 @dataclass
@@ -318,8 +320,10 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
         rw = cfg.reward
         parts.rewards = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
                                         cpus_per_worker=rw.reserved_cpus, sandbox={"backend": rw.backend}, reward=rw.weights.model_dump(),
-                                        mode=rw.mode, resources=rw.resources or None)
-        parts.engines = EngineGroup.on_ray(model_path, cfg.rollout, cfg.model.dtype, cfg.run.seed)
+                                        mode=rw.mode, resources=rw.resources or None,
+                                        call_timeout_s=cfg.run.call_timeout_s)
+        parts.engines = EngineGroup.on_ray(model_path, cfg.rollout, cfg.model.dtype, cfg.run.seed,
+                                           cfg.run.call_timeout_s)
         parts.learners = LearnerGroup(model_path, cfg)
         parts.sink = MetricsSink(out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
         parts.producer = Producer(parts.engines, parts.rewards.score, train_tasks, cfg.rollout, cfg.run.seed,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from configs.base import TaskSplit, check_lineage
+from configs.base import TaskSplit, check_lineage, resolve_model_path
 from configs.loader import cli_error
 
 
@@ -40,6 +40,8 @@ class EvalConfig(BaseModel):
     split_seed: int = Field(0, description="the split's seed, as every stage's `split.seed`")
     dtype: str = Field("float32", pattern="^(float32|bfloat16)$", description="vLLM dtype (bfloat16 on GPUs)")
     strip_prompt: bool = Field(True, description="as rollout.strip_prompt: prompts end at a token boundary")
+    mode: str = Field("raw", pattern="^(raw|chat)$", description="raw continuations, or chat: the prompt in the "
+                      "model's chat template and the answer's last ```cpp block scored (instruct models)")
 
 
 def eval_split(cfg: EvalConfig) -> TaskSplit:
@@ -90,7 +92,8 @@ def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, ma
     positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
     max_model_len = min(max_model_len, positions or max_model_len)
     rollout = RolloutConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                            max_model_len=max_model_len, **({"stop": stop} if stop is not None else {}))
+                            max_model_len=max_model_len, chat_template=cfg.mode == "chat",
+                            **({"stop": stop} if stop is not None else {}))
     t0 = time.perf_counter()
     engine = RolloutEngine(model_path, rollout, cfg.dtype, cfg.seed)
     # per-task seeds from (seed, task index): every checkpoint sees the same sampling noise
@@ -99,7 +102,7 @@ def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, ma
     samples = engine.generate(requests)
     t1 = time.perf_counter()
     with SandboxPool(SandboxConfig(backend=cfg.backend, num_workers=os.cpu_count() or 1)) as pool:
-        scored = Scorer(pool, mode="raw").score([(tasks[s.key[1]], s.text) for s in samples])
+        scored = Scorer(pool, mode=cfg.mode).score([(tasks[s.key[1]], s.text) for s in samples])
     if samples_out is not None:
         with open(samples_out, "w") as f:
             for sample, result in zip(samples, scored):
@@ -120,7 +123,8 @@ def _boolean(text: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m learner.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="HF checkpoint directory (config.json + tokenizer)")
+    parser.add_argument("--model", required=True, help="HF checkpoint directory (config.json + tokenizer) or a hub "
+                        "id in the local Hugging Face cache")
     parser.add_argument("--out", help="also write the summary here (and every completion to <out>.samples.jsonl)")
     for name, field in EvalConfig.model_fields.items():
         if name != "tiers":
@@ -134,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     summary_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    try:
+        args.model = resolve_model_path(args.model, field="--model")
+    except ValueError as exc:
+        with contextlib.redirect_stdout(summary_out):
+            return cli_error(str(exc), 2)
     if not (Path(args.model) / "config.json").exists():
         with contextlib.redirect_stdout(summary_out):
             return cli_error(f"--model: {args.model} has no config.json (not a Hugging Face checkpoint)", 2)

@@ -94,6 +94,46 @@ class LearnerWorker:
             self.model = self.forward_module = model
             self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=algo.lr,
                                          weight_decay=algo.weight_decay)
+        if self.ref is not None:
+            self.ref = self._shard_reference(self.ref)
+
+    def _shard_reference(self, ref):
+        """The frozen KL reference, sharded like the policy: FSDP2 shards it per decoder layer; ZeRO-3 partitions
+        it in an optimizer-less DeepSpeed engine (as OpenRLHF does). With `local` and ZeRO-2 the policy's
+        weights are whole on every rank too, and so is the reference."""
+        if self.backend == "fsdp2":
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in _decoder_layers(ref):
+                fully_shard(layer)
+            fully_shard(ref)
+            return ref
+        if self.backend == "deepspeed" and self.cfg.learner.zero_stage == 3:
+            import deepspeed
+
+            engine, *_ = deepspeed.initialize(model=ref, config={
+                "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "steps_per_print": 10**9,
+                "bf16": {"enabled": self.bf16}})
+            engine.eval()  # DeepSpeedEngine.eval() returns None
+            return engine
+        return ref
+
+    def local_params(self) -> dict[str, int]:
+        """Parameter elements this rank holds for the policy and the reference (a shard under FSDP2/ZeRO-3)."""
+        def held(module) -> int:
+            if module is None:
+                return 0
+            total = 0
+            for p in module.parameters():
+                if hasattr(p, "ds_tensor"):
+                    total += p.ds_tensor.numel()
+                elif hasattr(p, "to_local"):
+                    total += p.to_local().numel()
+                else:
+                    total += p.numel()
+            return total
+
+        return {"policy": held(self.model), "reference": held(self.ref)}
 
     # ---- the update ---------------------------------------------------------------------------------
     def train(self, minibatches: list[list[TrainingSample]], tokens_per_minibatch: list[int],
@@ -102,6 +142,8 @@ class LearnerWorker:
         loss denominator); every rank runs `micro_per_minibatch[i]` micro-batches."""
         algo = self.cfg.algo
         self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         # Proximal ("old") logprobs come from the learner before any update of this step (decoupled PPO):
         # truncated IS then corrects vLLM-vs-learner numerics and staleness, the clip bounds this step.
         mbs = [self._micro_batches(batch, n) for batch, n in zip(minibatches, micro_per_minibatch)]
@@ -130,8 +172,17 @@ class LearnerWorker:
                 sums["tokens"] += float(mask.sum())
             grad_norms.append(self._step())
         sums["grad_norm"] = float(np.mean(grad_norms))
+        sums["mem_peak_gb"] = self._peak_memory_gb()
         self.version += 1
         return sums
+
+    def _peak_memory_gb(self) -> float:
+        """This step's peak allocated GPU memory; on CPU the process's peak resident set (since it started)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
     def _micro_batches(self, samples: list[TrainingSample], count: int) -> list[dict]:
         size = self.cfg.algo.micro_batch_size

@@ -82,7 +82,8 @@ class RewardActorPool:
     def __init__(self, num_workers: int | None = None, slots_per_worker: int = 1, sandbox: dict | None = None,
                  reward: dict | None = None, mode: str = "raw", chunk_size: int = 8,
                  max_inflight_per_worker: int = 2, max_chunk_retries: int = 2,
-                 resources: dict[str, float] | None = None, cpus_per_worker: float | None = None) -> None:
+                 resources: dict[str, float] | None = None, cpus_per_worker: float | None = None,
+                 call_timeout_s: float | None = None) -> None:
         """`slots_per_worker`: jails per actor (0: one per core of its node); `cpus_per_worker`: the Ray CPUs each
         actor reserves (default: its slots). Scoring may use cores reserved for engines and learners, which
         wait for the scores at staleness 0."""
@@ -95,6 +96,7 @@ class RewardActorPool:
         self.chunk_size = chunk_size
         self.max_inflight = max_inflight_per_worker
         self.max_chunk_retries = max_chunk_retries
+        self.call_timeout_s = call_timeout_s  # no chunk finishing for this long is an error, not a hang
         self.workers = [self._new_worker() for _ in range(num_workers)]
         self.restarts = 0
 
@@ -119,7 +121,10 @@ class RewardActorPool:
                 worker = self.workers[idx]
                 inflight[worker.score.remote(chunk[1])] = (idx, worker, chunk)
                 load[idx] += 1
-            done, _ = ray.wait(list(inflight), num_returns=1)
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=self.call_timeout_s)
+            if not done:
+                raise RuntimeError(f"scoring: no reward chunk finished within {self.call_timeout_s:g}s "
+                                   f"(run.call_timeout_s); {len(inflight)} chunks in flight")
             ref = done[0]
             idx, worker, (start, chunk) = inflight.pop(ref)
             load[idx] -= 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from configs.base import StrictModel
 
@@ -57,7 +57,18 @@ class RolloutConfig(StrictModel):
     strip_prompt: bool = Field(True, description="drop the prompt's trailing whitespace so it ends at a token "
                                "boundary: BPE merges '\\n' with the next line's indent, and a prompt ending in a bare "
                                "'\\n' token is one the model rarely saw before code (bigcode-harness does the same)")
+    chat_template: bool = Field(False, description="instruct models: wrap each prompt in the tokenizer's chat "
+                                "template as a request to complete the function in a ```cpp block (pair with "
+                                "reward.mode: chat, which scores the answer's last code block); `stop` then "
+                                "defaults to none (the answer ends at EOS)")
     chunk_prompts: int = Field(0, ge=0, description="generate a step in request chunks of this many prompts and "
                                "score each chunk while the next one generates; 0: one call per engine per step")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)
+
+    @model_validator(mode="after")
+    def _chat_answers_end_at_eos(self):
+        # the raw stop (a top-level closing brace) would cut a chat answer inside its code block
+        if self.chat_template and "stop" not in self.model_fields_set:
+            self.stop = []
+        return self

@@ -10,6 +10,19 @@ from rollout.config import RolloutConfig
 from rollout.types import Completion, Request
 
 
+CHAT_REQUEST = ("Complete the following C++ function. Answer with the whole function in one ```cpp code block."
+                "\n\n```cpp\n{prompt}\n```")
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """The task's code prefix as a user turn in the model's own chat template, ready for the assistant's answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("rollout.chat_template: the model's tokenizer has no chat template (an instruct model's "
+                         "tokenizer_config.json or chat_template.jinja carries one)")
+    return tokenizer.apply_chat_template([{"role": "user", "content": CHAT_REQUEST.format(prompt=prompt)}],
+                                         tokenize=False, add_generation_prompt=True)
+
+
 class RolloutEngine:
     def __init__(self, model_path: str, rollout: RolloutConfig, dtype: str, seed: int) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rollout.kv_cache_gib))
@@ -34,6 +47,8 @@ class RolloutEngine:
                        logprobs_mode="processed_logprobs",
                        worker_extension_cls="rollout.weight_sync.WeightSyncExtension", **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        if rollout.chat_template:
+            chat_prompt(self.tokenizer, "")  # no template: fail at start, not at the first step
         self.version = 0
 
     def generate(self, requests: list[Request]) -> list[Completion]:
@@ -44,9 +59,10 @@ class RolloutEngine:
 
         r = self.rollout
         params = [SamplingParams(n=q.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
-                                 stop=r.stop, include_stop_str_in_output=True, logprobs=0, seed=q.seed)
+                                 stop=r.stop or None, include_stop_str_in_output=True, logprobs=0, seed=q.seed)
                   for q in requests]
-        outputs = self.llm.generate([q.prompt for q in requests], params, use_tqdm=False)
+        prompts = [chat_prompt(self.tokenizer, q.prompt) if r.chat_template else q.prompt for q in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [Completion(key=q.key, index=idx, prompt_ids=tuple(out.prompt_token_ids),
                            completion_ids=tuple(c.token_ids),
                            rollout_logprobs=tuple(d[t].logprob for d, t in zip(c.logprobs, c.token_ids)),

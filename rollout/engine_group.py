@@ -24,15 +24,26 @@ class EngineDied(RuntimeError):
     """The engine's process is gone (killed, OOM, node lost); the group replaces it."""
 
 
-class RayCalls:
-    def submit(self, engine, method: str, *args):
-        return getattr(engine, method).remote(*args)
+class StageTimeout(RuntimeError):
+    """A remote call that did not answer in time: a hang turned into an error that names the stage."""
 
-    def result(self, ref):
+
+class RayCalls:
+    def __init__(self, timeout_s: float | None = None) -> None:
+        self.timeout_s = timeout_s
+
+    def submit(self, engine, method: str, *args):
+        return method, getattr(engine, method).remote(*args)
+
+    def result(self, call):
         import ray
 
+        method, ref = call
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise StageTimeout(f"rollout engine: {method} did not answer within {self.timeout_s:g}s "
+                               f"(run.call_timeout_s)") from None
         except ray.exceptions.RayActorError as exc:  # ActorDiedError and friends derive from it
             raise EngineDied(str(exc)) from exc
 
@@ -142,7 +153,7 @@ class EngineGroup:
         self.closed = False  # once closed, a dead engine is not replaced (the run is ending)
 
     @classmethod
-    def on_ray(cls, model_path: str, rollout, dtype: str, seed: int) -> EngineGroup:
+    def on_ray(cls, model_path: str, rollout, dtype: str, seed: int, timeout_s: float | None = None) -> EngineGroup:
         """`rollout.engines` vLLM engine actors, each with `rollout.cpus_per_engine`/`gpus_per_engine`."""
         import ray
 
@@ -150,7 +161,7 @@ class EngineGroup:
 
         actor = ray.remote(RolloutEngine).options(num_cpus=rollout.cpus_per_engine,
                                                   num_gpus=rollout.gpus_per_engine, max_restarts=0)
-        return cls(lambda: actor.remote(model_path, rollout, dtype, seed), rollout.engines, RayCalls())
+        return cls(lambda: actor.remote(model_path, rollout, dtype, seed), rollout.engines, RayCalls(timeout_s))
 
     def _replace(self, idx: int, dead, load: bool = True) -> None:
         with self.lock:

@@ -77,6 +77,34 @@ def test_every_backend_makes_the_same_update(local_ray, tiny_policy):
     assert_same(base, update(tiny_policy, "deepspeed", 2, micro=3, zero=3), "deepspeed zero-3 on 2 ranks")
 
 
+def test_the_kl_reference_is_sharded_like_the_policy_and_changes_nothing(local_ray, tiny_policy):
+    """kl_coef > 0 with two optimizer steps (the second one sees policy != reference, so the k3 term has a
+    gradient): FSDP2 and ZeRO-3 on 2 ranks, each holding about half of the reference, make the local update."""
+    def run(backend: str, world: int, zero: int = 2):
+        cfg = RLVRConfig(model={"path": tiny_policy},
+                         learner={"backend": backend, "world_size": world, "zero_stage": zero, "cpus_per_worker": 0.5},
+                         algo={"lr": 1e-3, "micro_batch_size": 3, "kl_coef": 0.5, "minibatches": 2})
+        group = LearnerGroup(tiny_policy, cfg)
+        try:
+            held = group.local_params()
+            metrics = group.update(batch(vocab=1000))
+            state = group.export()
+        finally:
+            group.close()
+        return (state, {"grad_norm": metrics["grad_norm"], "loss": metrics["loss"], "tokens": metrics["train_tokens"],
+                        "mem_peak_gb": metrics["mem_peak_gb"]}), held, metrics["kl"]
+
+    base, held, kl = run("local", 1)
+    assert kl > 0  # the second step's policy is not the reference
+    assert 0 < base[1]["mem_peak_gb"] < 8  # logged every step (CPU: the rank's peak RSS)
+    total = held[0]["reference"]
+    assert total == held[0]["policy"] > 0
+    for backend, zero in (("fsdp2", 2), ("deepspeed", 3)):
+        got, held, _ = run(backend, 2, zero)
+        assert_same(base, got, f"{backend} with a sharded reference")
+        assert all(h["reference"] <= total / 2 + 1024 for h in held), (backend, held, total)
+
+
 @pytest.mark.parametrize("backend,world", [("local", 1), ("deepspeed", 2)])
 def test_lora_update_exports_merged_hf_weights(local_ray, tiny_policy, backend, world):
     """LoRA trains adapters only; the export is plain HF-named weights with the adapters merged (what vLLM

@@ -60,3 +60,15 @@ def test_an_unplaceable_learner_fails_fast_naming_its_fields(two_nodes, tiny_pol
     with pytest.raises(RuntimeError, match=r"learner's 2 ranks .*learner.placement=STRICT_PACK.*placement_timeout_s"):
         LearnerGroup(tiny_policy, cfg)  # 2 CPUs on one node: no node has them
     assert time.monotonic() - t0 < 30
+
+
+def test_a_learner_call_that_hangs_is_an_error_naming_the_stage(two_nodes, tiny_policy):
+    from rollout.engine_group import StageTimeout
+
+    cfg = RLVRConfig(model={"path": tiny_policy}, learner={"cpus_per_worker": 1}, run={"call_timeout_s": 0.01})
+    group = LearnerGroup(tiny_policy, cfg)
+    try:
+        with pytest.raises(StageTimeout, match=r"learner ranks: train did not finish within 0.01s \(run.call_timeout_s\)"):
+            group.update(batch(vocab=1000))  # a forward and backward take longer than 10 ms
+    finally:
+        group.close()

@@ -19,9 +19,9 @@ from rollout.types import TrainingSample
 pytestmark = pytest.mark.slow
 
 
-def sample(policy: str, temperature: float, prompts: list[str]) -> list[TrainingSample]:
+def sample(policy: str, temperature: float, prompts: list[str], *extra: str) -> list[TrainingSample]:
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_sample.py")), policy, str(temperature),
-                           json.dumps(prompts)], capture_output=True, text=True, timeout=600,
+                           json.dumps(prompts), *extra], capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[3])
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line, proc.stderr[-3000:]
@@ -68,3 +68,21 @@ def test_vllm_and_learner_logprobs_agree_at_temperature_07(uncertain_policy):
     at_t, at_1 = mean_gap(0.7), mean_gap(1.0)
     assert at_t < tolerance, (at_t, at_1)  # the same distribution on both sides
     assert at_1 > tolerance, (at_t, at_1)  # what the learner computed before: a different policy
+
+
+def test_chat_mode_samples_from_the_models_chat_template(uncertain_policy, tmp_path):
+    """rollout.chat_template: vLLM is prompted with the template-rendered request, and those are the prompt
+    tokens the learner trains on (they come back in the Completion)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    chat_model = tmp_path / "chat"
+    shutil.copytree(uncertain_policy, chat_model)
+    tok = AutoTokenizer.from_pretrained(chat_model)
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    tok.save_pretrained(chat_model)
+    samples = sample(str(chat_model), 1.0, ["int add(int a, int b) {"], "chat")
+    prompt = tok.decode(samples[0].prompt_ids)
+    assert prompt.startswith("<|user|>Complete the following C++ function") and prompt.endswith("<|assistant|>")
+    assert "int add(int a, int b) {" in prompt

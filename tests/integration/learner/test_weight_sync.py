@@ -66,3 +66,16 @@ def test_streamed_weights_equal_the_old_path_on_two_engines(cluster, tiny_policy
         assert checksums(engines) == streamed
     finally:
         learners.close()
+
+
+def test_an_engine_call_that_hangs_is_an_error_naming_the_stage(cluster):
+    from rollout.engine_group import StageTimeout
+    from rollout.types import Request
+
+    engines = cluster
+    engines.calls.timeout_s = 0.001
+    try:
+        with pytest.raises(StageTimeout, match=r"rollout engine: generate did not answer within 0.001s"):
+            engines.generate([Request(("t", 0), "int add(int a, int b) {", 4, 0)])
+    finally:
+        engines.calls.timeout_s = None

@@ -13,7 +13,8 @@ if __name__ == "__main__":
 
     path, temperature = sys.argv[1], float(sys.argv[2])
     prompts = json.loads(sys.argv[3])
-    cfg = RolloutConfig(temperature=temperature, max_new_tokens=32, max_model_len=512, stop=[])
+    chat = len(sys.argv) > 4 and sys.argv[4] == "chat"
+    cfg = RolloutConfig(temperature=temperature, max_new_tokens=32, max_model_len=512, stop=[], chat_template=chat)
     engine = RolloutEngine(path, cfg, dtype="float32", seed=0)
     done = engine.generate([Request(key=("p", i), prompt=p, n=2, seed=i) for i, p in enumerate(prompts)])
     print("RESULT " + json.dumps([{"prompt_ids": c.prompt_ids, "completion_ids": c.completion_ids,

@@ -61,6 +61,16 @@ def test_workers_run_on_the_reward_node_and_score_in_order(cluster):
         pool.close()
 
 
+def test_a_scorer_that_does_not_answer_is_an_error_naming_the_stage(cluster):
+    pool = RewardActorPool(num_workers=1, slots_per_worker=1, sandbox={"backend": cluster["backend"]},
+                           resources={"reward": 1}, call_timeout_s=0.05)
+    try:
+        with pytest.raises(RuntimeError, match=r"scoring: no reward chunk finished within 0.05s \(run.call_timeout_s\)"):
+            pool.score(items(4))  # compiling takes longer than 50 ms: the pool must not wait forever
+    finally:
+        pool.close()
+
+
 def test_killed_worker_loses_and_duplicates_nothing(cluster):
     pool = RewardActorPool(num_workers=2, slots_per_worker=1, sandbox={"backend": cluster["backend"]},
                            resources={"reward": 1}, chunk_size=2, max_inflight_per_worker=1)
