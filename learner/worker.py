@@ -288,6 +288,12 @@ class LearnerWorker:
                 continue
             yield name, value.full_tensor() if hasattr(value, "full_tensor") else value
 
+    def _named_weights_in_wire_dtype(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """`_named_weights` cast to what the engines hold: floating weights in model.dtype, integer buffers int64."""
+        dtype = DTYPES[self.cfg.model.dtype]
+        return ((n, t if t is None else t.to(dtype if t.is_floating_point() else torch.int64))
+                for n, t in self._named_weights())
+
     def _persistent_buffers(self) -> list[tuple[str, torch.Tensor]]:
         keys = set(self.model.state_dict().keys())
         return [(n, b) for n, b in self.model.named_buffers() if n in keys]
@@ -318,15 +324,16 @@ class LearnerWorker:
 
         host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         self._store, port = open_store(host, receivers + 1, timeout_s)
-        nccl = self.device.type == "cuda" and self.cfg.rollout.gpus_per_engine > 0
+        # NCCL when learner rank 0 and every engine worker own whole GPUs; colocated on one GPU (fractional GPUs)
+        # NCCL refuses two ranks on one device, so the buckets go through host memory over gloo instead.
+        nccl = (self.device.type == "cuda" and self.cfg.learner.gpus_per_worker >= 1
+                and self.cfg.rollout.gpus_per_engine >= 1)
         return Address(host, port, receivers + 1, "nccl" if nccl else "gloo", timeout_s)
 
     def send_weights(self, address: Address | None, layout: Layout) -> tuple[str, int] | None:
         """Stream the weights to the engines (rank 0 sends; every rank gathers along). Returns rank 0's digest
         of the bytes sent and the policy version they are. Collective."""
-        dtype = DTYPES[self.cfg.model.dtype]
-        items = ((n, t if t is None else t.to(dtype if t.is_floating_point() else torch.int64))
-                 for n, t in self._named_weights())
+        items = self._named_weights_in_wire_dtype()
         if self.rank != 0:
             for _ in items:  # the gathers are collectives: take part in every one
                 pass

@@ -290,49 +290,91 @@ def stage_sft_lora(ctx: "Context", timeout: float) -> dict:
 
 
 def stage_grpo_update(ctx: "Context", timeout: float) -> dict:
-    """A GRPO learner update on the GPU with bf16 compute, fp32 master weights and the GPU recipe's LR (5e-7):
-    the update must reach the weights (a bf16 copy would round most of it away)."""
+    """GRPO updates on the GPU as the RLVR recipe runs them (issue 16): policy and KL reference of the 0.5B export,
+    bf16 compute over fp32 master weights at lr 5e-7, temperature 0.8, completion-only chunked log-probs,
+    activation checkpointing; then the weight source streams the policy in bf16 buckets (to a counting sink:
+    the GPU machine has no vLLM). Reports tokens/s, peak memory, the fraction of weights the updates changed."""
     if ctx.checkpoint_05b is None or not ctx.checkpoint_05b.exists():
         raise StageFailed("no 0.5B checkpoint: the pretrain_flex stage did not finish")
     return run_cli(["-m", "scripts.gpu_check", "grpo-worker", str(ctx.checkpoint_05b)], timeout)
 
 
-def grpo_worker(model_path: str) -> dict:
-    """In-process body of stage_grpo_update (run as its own process)."""
+class _CountingSink:
+    """Stands in for the transfer group: `send` broadcasts each bucket into it; it counts what arrives."""
+
+    def __init__(self) -> None:
+        self.buckets = self.bytes = self.largest = 0
+
+    def broadcast(self, bucket, root: int):
+        self.buckets += 1
+        self.bytes += bucket.numel()
+        self.largest = max(self.largest, bucket.numel())
+        return self
+
+    def wait(self) -> None:
+        pass
+
+
+def grpo_worker(model_path: str, groups: int = 4, prompt_len: int = 128, completion_len: int = 256,
+                steps: int = 3, bucket_mb: float = 64) -> dict:
+    """In-process body of stage_grpo_update (run as its own process; also runs on CPU, smaller, in the tests)."""
     import random
 
     import torch
 
     from learner.config import RLVRConfig
     from learner.worker import LearnerWorker
-
     from rollout.types import TrainingSample
+    from rollout.weight_transfer import send
 
-    cfg = RLVRConfig(model={"dtype": "bfloat16"}, algo={"lr": 5e-7, "micro_batch_size": 4},
-                     learner={"gpus_per_worker": 1})
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = RLVRConfig(model={"dtype": "bfloat16"}, rollout={"temperature": 0.8},
+                     algo={"lr": 5e-7, "micro_batch_size": 4, "kl_coef": 0.01},
+                     learner={"gpus_per_worker": 1 if cuda else 0, "activation_checkpointing": True})
     worker = LearnerWorker(cfg, model_path, rank=0, world_size=1, master_port=0)
-    before = {n: p.detach().clone() for n, p in worker.model.named_parameters() if p.ndim == 2}
+    before = {n: p.detach().clone() for n, p in worker.model.named_parameters()}
     rng = random.Random(0)
     vocab = worker.model.config.vocab_size
     samples = []
-    for g in range(4):  # 4 groups of 4 completions of 256 tokens after a 128-token prompt
-        prompt = [rng.randrange(vocab) for _ in range(128)]
+    for g in range(groups):  # groups of 4 completions after a shared prompt
+        prompt = [rng.randrange(vocab) for _ in range(prompt_len)]
         for k in range(4):
-            comp = [rng.randrange(vocab) for _ in range(256)]
-            samples.append(TrainingSample(tuple(prompt), tuple(comp), (-10.0,) * 256, (-1.0) ** k))
+            comp = [rng.randrange(vocab) for _ in range(completion_len)]
+            samples.append(TrainingSample(tuple(prompt), tuple(comp), (-10.0,) * completion_len, (-1.0) ** k))
     tokens = sum(len(s.completion_ids) for s in samples)
-    torch.cuda.synchronize()
+    times, metrics = [], {}
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        metrics = worker.train([samples], [tokens], [len(samples) // 4])
+        sync()
+        times.append(time.perf_counter() - t0)
+    changed = sum(int((p.detach() != before[n]).sum()) for n, p in worker.model.named_parameters())
+    total = sum(p.numel() for p in before.values())
+    # the weight source: every parameter in bf16, packed into buckets smaller than the largest tensor
+    layout = worker.weight_layout(int(bucket_mb * 2**20))
+    sink = _CountingSink()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     t0 = time.perf_counter()
-    metrics = worker.train([samples], [tokens], [len(samples) // 4])
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    changed = [n for n, p in worker.model.named_parameters() if n in before and not torch.equal(p, before[n])]
-    dtypes = sorted({str(p.dtype) for p in worker.model.parameters()})
-    result = {"seconds": round(seconds, 3), "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-              "param_dtypes": dtypes, "matrices_changed": len(changed), "matrices": len(before),
-              "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
-    if not changed:
-        raise StageFailed(f"a 5e-7 update left every weight matrix unchanged: {result}")
+    send(sink, worker._named_weights_in_wire_dtype(), layout, worker.device)
+    sync()
+    stream_s = time.perf_counter() - t0
+    result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "steps": steps,
+              "seconds_per_step": round(min(times[1:] or times), 3),
+              "train_tokens_per_s": round(tokens / min(times[1:] or times), 1),
+              "peak_memory_gib": round(metrics["mem_peak_gb"], 2), "loss": metrics["loss"], "kl": metrics["kl_sum"] / max(metrics["tokens"], 1.0),
+              "fraction_weights_changed": round(changed / total, 4),
+              "master_dtypes": sorted({str(p.dtype) for p in worker.model.parameters()}),
+              "stream_buckets": sink.buckets, "stream_mb": round(sink.bytes / 2**20, 1),
+              "stream_s": round(stream_s, 3), "largest_tensor_mb": round(max(p.nbytes for p in layout.params) / 2**20, 1),
+              "stream_extra_peak_mib": round((torch.cuda.max_memory_allocated() - base) / 2**20, 1) if cuda else None}
+    if sink.bytes != layout.total_bytes:
+        raise StageFailed(f"the weight source sent {sink.bytes} of {layout.total_bytes} bytes: {result}")
+    if changed / total < 0.9:
+        raise StageFailed(f"lr 5e-7 with fp32 masters changed under 90 % of the weights: {result}")
     return result
 
 

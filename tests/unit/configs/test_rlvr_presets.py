@@ -38,3 +38,28 @@ def test_check_resources_names_every_shortfall_custom_resources_included():
     with pytest.raises(ValueError, match="'sandbox' units.*has 0"):
         check_resources(cfg, {"CPU": 64, "GPU": 8})  # no node advertises it at all: Ray would wait forever
     check_resources(cfg, {"CPU": 64, "GPU": 8, "sandbox": 64})  # enough: no error
+
+
+@pytest.mark.parametrize("preset,gpus,sandbox_units,model", [
+    ("gpu-1x.yaml", 1, 0, "Qwen/Qwen2.5-Coder-1.5B-Instruct"),
+    ("gpu-8x.yaml", 8, 8, None),
+    ("gpu-2x8.yaml", 16, 16, None)])
+def test_gpu_presets_add_up_as_their_comments_say(tmp_path, preset, gpus, sandbox_units, model):
+    """The arithmetic written next to each preset: GPUs of engines + learner ranks, sandbox units of the reward
+    workers; the documented cluster passes check_resources and one sandbox unit fewer fails it."""
+    from learner.driver import check_resources
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    cfg = load_config(RLVRConfig, PRESETS / preset, [] if model else [f"model.path={tmp_path}"])
+    if model:
+        assert cfg.model.path == model and cfg.rollout.chat_template and cfg.reward.mode == "chat"
+    r, lc = cfg.rollout, cfg.learner
+    assert r.engines * r.gpus_per_engine + lc.world_size * lc.gpus_per_worker == gpus
+    assert cfg.model.dtype == "bfloat16" and cfg.learner.activation_checkpointing
+    assert cfg.reward.workers * cfg.reward.resources.get("sandbox", 0) == sandbox_units
+    cluster = {"CPU": 512, "GPU": gpus, "sandbox": sandbox_units}
+    check_resources(cfg, cluster)
+    if sandbox_units:
+        with pytest.raises(ValueError, match="'sandbox' units"):
+            check_resources(cfg, {**cluster, "sandbox": sandbox_units - 1})
