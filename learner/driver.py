@@ -180,7 +180,8 @@ class Trainer:
         before = np.array(self.engines.probe(self.probe_ids))
         wt = self.cfg.rollout.weight_transfer
         if wt.mode == "stream":
-            source = BusSource(self.learners, self.learners.layout(wt.bucket_bytes), wt.timeout_s)
+            source = BusSource(self.learners, self.learners.layout(wt.bucket_bytes), wt.timeout_s,
+                               self.cfg.rollout.tensor_parallel_size)
         else:
             source = BytesSource(state_to_blobs(self.learners.export(), int(wt.blob_mb * 2**20)), version)
         pushed = self.engines.push(source)

