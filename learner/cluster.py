@@ -136,8 +136,8 @@ class LearnerGroup:
         are the ranks' own: on several nodes they must name a filesystem every node shares."""
         self._all("save", args=(directory, policy_dir))
 
-    def load(self, directory: str) -> None:
-        self._all("load", args=(directory,))
+    def load(self, directory: str, version: int | None = None) -> None:
+        self._all("load", args=(directory, version))
 
     def close(self) -> None:
         try:

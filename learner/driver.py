@@ -169,7 +169,7 @@ class Trainer:
         if ckpt is None:
             return 0
         state = checkpoint.read_driver_state(ckpt)
-        self.learners.load(str(ckpt / "learner"))
+        self.learners.load(str(ckpt / "learner"), state["version"])
         self.version, self.history, self.resumed_from = state["version"], state["history"], state["step"]
         return state["step"]
 

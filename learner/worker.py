@@ -402,7 +402,9 @@ class LearnerWorker:
             torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict()}, path / "learner.pt")
         torch.save(rng, path / f"rng_rank{self.rank}.pt")
 
-    def load(self, directory: str) -> None:
+    def load(self, directory: str, version: int | None = None) -> None:
+        """This rank's resume state; `version` (the driver's record of the checkpoint's policy version) wins over
+        the one saved with the rank, so checkpoints written before ranks recorded it resume too."""
         path = Path(directory)
         if self.backend == "deepspeed":
             self.engine.load_checkpoint(str(path / "deepspeed"), tag="state")
@@ -423,7 +425,7 @@ class LearnerWorker:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         self.opt_steps = rng.get("opt_steps", 0)
-        self.version = rng.get("version", 0)
+        self.version = version if version is not None else rng.get("version", 0)
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -41,17 +41,23 @@ def batch(vocab: int) -> list[TrainingSample]:
     return out
 
 
-def update(policy: str, backend: str, world: int, micro: int, zero: int = 2) -> tuple[dict, dict]:
-    cfg = RLVRConfig(model={"path": policy},
-                     learner={"backend": backend, "world_size": world, "zero_stage": zero, "cpus_per_worker": 0.5},
-                     algo={"lr": 1e-3, "micro_batch_size": micro, "is_cap": 2.0})
+def trained(policy: str, learner: dict, **algo) -> tuple[tuple[dict, dict], dict]:
+    """One `LearnerGroup.update` on `batch()`: ((exported weights, metrics), what the ranks report)."""
+    cfg = RLVRConfig(model={"path": policy}, learner={"cpus_per_worker": 0.5, **learner},
+                     algo={"lr": 1e-3, "is_cap": 2.0, **algo})
     group = LearnerGroup(policy, cfg)
     try:
+        ranks = {"nodes": group.nodes(), "held": group.local_params()}
         metrics = group.update(batch(vocab=1000))
         state = group.export()
     finally:
         group.close()
-    return state, {"grad_norm": metrics["grad_norm"], "loss": metrics["loss"], "tokens": metrics["train_tokens"]}
+    keep = ("grad_norm", "loss", "kl", "mem_peak_gb")
+    return (state, {"tokens": metrics["train_tokens"], **{k: metrics[k] for k in keep}}), ranks
+
+
+def update(policy: str, backend: str, world: int, micro: int, zero: int = 2) -> tuple[dict, dict]:
+    return trained(policy, {"backend": backend, "world_size": world, "zero_stage": zero}, micro_batch_size=micro)[0]
 
 
 def assert_same(a: tuple[dict, dict], b: tuple[dict, dict], what: str) -> None:
@@ -81,18 +87,9 @@ def test_the_kl_reference_is_sharded_like_the_policy_and_changes_nothing(local_r
     """kl_coef > 0 with two optimizer steps (the second one sees policy != reference, so the k3 term has a
     gradient): FSDP2 and ZeRO-3 on 2 ranks, each holding about half of the reference, make the local update."""
     def run(backend: str, world: int, zero: int = 2):
-        cfg = RLVRConfig(model={"path": tiny_policy},
-                         learner={"backend": backend, "world_size": world, "zero_stage": zero, "cpus_per_worker": 0.5},
-                         algo={"lr": 1e-3, "micro_batch_size": 3, "kl_coef": 0.5, "minibatches": 2})
-        group = LearnerGroup(tiny_policy, cfg)
-        try:
-            held = group.local_params()
-            metrics = group.update(batch(vocab=1000))
-            state = group.export()
-        finally:
-            group.close()
-        return (state, {"grad_norm": metrics["grad_norm"], "loss": metrics["loss"], "tokens": metrics["train_tokens"],
-                        "mem_peak_gb": metrics["mem_peak_gb"]}), held, metrics["kl"]
+        result, ranks = trained(tiny_policy, {"backend": backend, "world_size": world, "zero_stage": zero},
+                                micro_batch_size=3, kl_coef=0.5, minibatches=2)
+        return result, ranks["held"], result[1]["kl"]
 
     base, held, kl = run("local", 1)
     assert kl > 0  # the second step's policy is not the reference

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 
 from learner.cluster import LearnerGroup, free_port  # noqa: E402
 from learner.config import RLVRConfig  # noqa: E402
-from tests.integration.learner.test_backends import assert_same, batch  # noqa: E402
+from tests.integration.learner.test_backends import assert_same, batch, trained  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -32,23 +32,11 @@ def two_nodes():
         cluster.shutdown()
 
 
-def run_update(policy: str, **learner) -> tuple[tuple[dict, dict], list[str]]:
-    cfg = RLVRConfig(model={"path": policy}, learner={"cpus_per_worker": 1, **learner},
-                     algo={"lr": 1e-3, "micro_batch_size": 3, "is_cap": 2.0})
-    group = LearnerGroup(policy, cfg)
-    try:
-        nodes = group.nodes()
-        metrics = group.update(batch(vocab=1000))
-        state = group.export()
-    finally:
-        group.close()
-    return (state, {"grad_norm": metrics["grad_norm"], "loss": metrics["loss"], "tokens": metrics["train_tokens"]}), nodes
-
-
 def test_fsdp2_ranks_on_two_nodes_match_the_single_process_update(two_nodes, tiny_policy):
-    single, _ = run_update(tiny_policy, backend="local", world_size=1)
-    spread, nodes = run_update(tiny_policy, backend="fsdp2", world_size=2, placement="STRICT_SPREAD")
-    assert len(set(nodes)) == 2  # really on two nodes
+    single, _ = trained(tiny_policy, {"backend": "local", "cpus_per_worker": 1}, micro_batch_size=3)
+    spread, ranks = trained(tiny_policy, {"backend": "fsdp2", "world_size": 2, "cpus_per_worker": 1,
+                                          "placement": "STRICT_SPREAD"}, micro_batch_size=3)
+    assert len(set(ranks["nodes"])) == 2  # really on two nodes
     assert_same(single, spread, "fsdp2 across two nodes")
 
 

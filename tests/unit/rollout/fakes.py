@@ -114,12 +114,13 @@ class FakeLearners:
         Path(directory).mkdir(parents=True, exist_ok=True)
         (Path(directory) / "w.txt").write_text(repr((self.weight, self.version)))
 
-    def load(self, directory: str) -> None:
+    def load(self, directory: str, version: int | None = None) -> None:
         from pathlib import Path
 
         import ast
 
-        self.weight, self.version = ast.literal_eval((Path(directory) / "w.txt").read_text())
+        self.weight, saved = ast.literal_eval((Path(directory) / "w.txt").read_text())
+        self.version = version if version is not None else saved
 
     def close(self) -> None:
         pass
