@@ -119,10 +119,15 @@ class LearnerGroup:
         `start_receivers(address)` makes the engines join, every rank gathers parameter by parameter and rank 0
         broadcasts bucket by bucket. Returns the digest of the bytes sent and the policy version."""
         with self.transfer_lock:
-            address = self._all("open_transfer", args=(receivers, timeout_s))[0]
-            refs = self._submit("send_weights", args=(address, layout))
+            # Both calls reach every rank back to back (no `train` from another thread in between): rank 0's
+            # send_weights takes its own open_transfer result, resolved by Ray.
+            with self.lock:
+                opened = [w.open_transfer.remote(receivers, timeout_s) for w in self.workers]
+                sent = [w.send_weights.remote(opened[0] if r == 0 else None, layout)
+                        for r, w in enumerate(self.workers)]
+            address = self._get("open_transfer", opened)[0]
             start_receivers(address)
-            return self._get("send_weights", refs)[0]
+            return self._get("send_weights", sent)[0]
 
     def masters(self) -> dict:
         """The fp32 master weights (gathered on rank 0): what the optimizer steps, whatever the compute dtype."""

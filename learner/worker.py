@@ -23,7 +23,7 @@ from learner.config import RLVRConfig
 from learner.policy import (clean_state_dict, first_completion_position, hf_weights, load_policy, pad_batch,
                             rollout_logprob_tensor, token_logprobs)
 from rollout.types import TrainingSample
-from rollout.weight_transfer import DTYPES, Address, Layout, ParamMeta, join, open_store, send
+from rollout.weight_transfer import DTYPES, Address, Layout, ParamMeta, close, join, open_store, send
 
 
 class LearnerWorker:
@@ -33,6 +33,8 @@ class LearnerWorker:
         algo, learner = cfg.algo, cfg.learner
         self.backend = learner.backend
         torch.set_num_threads(max(1, int(learner.cpus_per_worker)))
+        # vLLM's workers run NCCL with cuMem off and every process in a group must agree (the weight transfer)
+        os.environ.setdefault("NCCL_CUMEM_ENABLE", "0")
         seed = cfg.run.seed
         torch.manual_seed(seed)
         random.seed(seed)
@@ -338,6 +340,7 @@ class LearnerWorker:
             for _ in items:  # the gathers are collectives: take part in every one
                 pass
             return None
+        pg = None
         try:
             device = self.device if address.backend == "nccl" else torch.device("cpu")
             pg = join(address, 0, self._store)
@@ -347,6 +350,8 @@ class LearnerWorker:
                 pass
             raise
         finally:
+            if pg is not None:
+                close(pg)
             self._store = None
         return digest, self.version
 

@@ -28,8 +28,9 @@ class WeightTransferConfig(StrictModel):
                              "is one bucket plus one gathered parameter")
     blob_mb: float = Field(1024, gt=0, le=3584, description="largest safetensors blob (blobs): each RPC message "
                            "stays below msgspec's 4 GiB limit")
-    timeout_s: float = Field(600, gt=0, description="a transfer (rendezvous or one bucket) that takes longer is an "
-                             "error naming the weight sync, not a hang")
+    timeout_s: float = Field(1800, gt=0, description="a transfer (rendezvous or one bucket) that takes longer is an "
+                             "error naming the weight sync, not a hang; an engine joins after the generation it is "
+                             "running, so keep this above one step's generation time")
 
     @property
     def bucket_bytes(self) -> int:

@@ -75,9 +75,11 @@ class RolloutEngine:
     def receive_weights(self, address: dict, first_rank: int, layout: dict) -> str:
         """Join learner rank 0's transfer group and load the streamed weights; returns the bytes' digest. The
         version is set afterwards (`set_version`), once every engine has the weights."""
-        digest = self.llm.collective_rpc("crucible_receive_weights", args=(address, first_rank, layout))[0]
+        digests = self.llm.collective_rpc("crucible_receive_weights", args=(address, first_rank, layout))
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-        return digest
+        if len(set(digests)) != 1:  # tensor-parallel shards each got the full stream: all must agree
+            raise RuntimeError(f"weight transfer: this engine's workers received different bytes: {digests}")
+        return digests[0]
 
     def load_weights(self, blobs: list[bytes], version: int) -> str:
         """The fallback path: safetensors blobs through the RPC (each below its message limit)."""

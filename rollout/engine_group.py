@@ -165,21 +165,17 @@ class EngineGroup:
                                                   num_gpus=rollout.gpus_per_engine, max_restarts=0)
         return cls(lambda: actor.remote(model_path, rollout, dtype, seed), rollout.engines, RayCalls(timeout_s))
 
-    def _replace(self, idx: int, dead, load: bool = True) -> None:
+    def _replace(self, idx: int, dead) -> None:
+        """A new engine in place of `dead`, serving only once it holds the newest weights."""
         with self.lock:
             if self.closed:
                 raise EngineDied("the engine group is closed")
             if self.engines[idx] is not dead:  # another caller replaced it already
                 return
-            log.warning("rollout engine %d died; starting a new one at policy version %d", idx, self.version)
-            # An unreachable actor (Ray's ActorUnavailableError is a RayActorError too) may still hold its CPUs
-            # or GPU; kill it so the replacement can be placed.
-            try:
-                self.calls.kill(dead)
-            except Exception as exc:  # already gone
-                log.debug("killing dead engine %d: %s", idx, exc)
+            log.warning("rollout engine %d died; starting a new one", idx)
+            self._kill_quietly(idx, dead)
             engine = self.spawn()
-            if load and self.source is not None:
+            if self.source is not None:
                 (problem,), version = self.source.deliver([engine], self.calls)
                 if problem is not None:
                     self.calls.kill(engine)
@@ -187,6 +183,14 @@ class EngineGroup:
                 log.warning("rollout engine %d replaced; it holds policy version %s", idx, version)
             self.engines[idx] = engine
             self.restarts += 1
+
+    def _kill_quietly(self, idx: int, engine) -> None:
+        # An unreachable actor (Ray's ActorUnavailableError is a RayActorError too) may still hold its CPUs or GPU;
+        # kill it so a replacement can be placed.
+        try:
+            self.calls.kill(engine)
+        except Exception as exc:  # already gone
+            log.debug("killing dead engine %d: %s", idx, exc)
 
     def _engine(self, idx: int):
         with self.lock:
@@ -235,25 +239,48 @@ class EngineGroup:
 
     def push(self, source) -> dict:
         """Load the source's weights into every engine; an engine that dies meanwhile is replaced and the whole
-        transfer runs again (the others may hold half of it). Returns the version loaded and the MB sent."""
+        transfer runs again (the others may hold half of it). A replacement joins the group only once the
+        transfer succeeded: until then nothing can generate on it with the starting weights. Returns the version
+        loaded and the MB sent."""
         with self.lock:
             self.source = source
             engines = list(self.engines)
+        originals = list(engines)
         for attempt in range(1, self.max_attempts + 1):
             outcomes, version = source.deliver(engines, self.calls)
             failed = [(i, o) for i, o in enumerate(outcomes) if o is not None]
             if not failed:
+                self._install(originals, engines)
                 with self.lock:
                     self.version = version
                 return {"version": version, "sync_mb": source.mb}
             dead = [i for i, o in failed if isinstance(o, EngineDied)]
             if not dead:
+                self._discard(originals, engines)
                 i, problem = failed[0]
                 raise RuntimeError(f"weight sync: rollout engine {i} failed to load the weights: {problem}") from problem
             for i in dead:
-                self._replace(i, engines[i], load=False)  # the retry below loads it with the others
-            engines = [self._engine(i) for i in range(len(engines))]
+                log.warning("rollout engine %d died during the weight sync; starting a new one", i)
+                self._kill_quietly(i, engines[i])
+                engines[i] = self.spawn()  # private to this push until the transfer succeeds
+        self._discard(originals, engines)
         raise RuntimeError(f"weight sync: engines kept dying, {self.max_attempts} attempts")
+
+    def _install(self, originals: list, engines: list) -> None:
+        with self.lock:
+            for i, (old, new) in enumerate(zip(originals, engines)):
+                if new is old:
+                    continue
+                if self.engines[i] is old:
+                    self.engines[i] = new
+                    self.restarts += 1
+                else:  # generate replaced it meanwhile (with these weights too): keep that one
+                    self._kill_quietly(i, new)
+
+    def _discard(self, originals: list, engines: list) -> None:
+        for i, (old, new) in enumerate(zip(originals, engines)):
+            if new is not old:
+                self._kill_quietly(i, new)
 
     def probe(self, token_ids: list[int]) -> list[list[float]]:
         """Every engine's logprob of each token of `token_ids` given the ones before (one list per engine)."""

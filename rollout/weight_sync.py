@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rollout.weight_transfer import Address, Digest, Layout, ParamMeta, join, receive
+from rollout.weight_transfer import Address, Digest, Layout, ParamMeta, close, join, receive
 
 
 def blobs_digest(blobs: list[bytes]) -> str:
@@ -58,7 +58,7 @@ class WeightSyncExtension:
         try:
             self._reload(receive(pg, lay, device, digest))
         finally:
-            pg.abort() if hasattr(pg, "abort") else None
+            close(pg)
         return digest.hexdigest()
 
     def crucible_load_weights(self, blobs: list[bytes]) -> str:

@@ -115,7 +115,7 @@ class Digest:
 
     def update(self, buf: torch.Tensor) -> None:
         if buf.is_cuda:
-            piece = 64 << 20
+            piece = 4 << 20  # int64 temporaries of 32 MiB each, next to a nearly full GPU
             for s in range(0, buf.numel(), piece):
                 part = buf[s : s + piece].to(torch.int64)
                 pos = torch.arange(self.offset + s, self.offset + s + part.numel(), device=buf.device) % 65521 + 1
@@ -152,7 +152,20 @@ def send(pg, items: Iterable[tuple[str, torch.Tensor]], layout: Layout, device: 
                 bucket, fill, k = None, 0, k + 1
     if next(expected, None) is not None or k != layout.buckets:
         raise RuntimeError(f"weight transfer: sent {k} of {layout.buckets} buckets; the source ran out early")
+    if device.type == "cuda":  # NCCL's wait() does not block the host: the last bucket may still be in flight
+        torch.cuda.synchronize(device)
     return digest.hexdigest()
+
+
+def close(pg) -> None:
+    """End a transfer group now (not at garbage collection): NCCL communicators hold GPU memory."""
+    for method in ("shutdown", "abort"):
+        if hasattr(pg, method):
+            try:
+                getattr(pg, method)()
+            except Exception:  # already torn down by a peer's failure
+                pass
+            return
 
 
 def receive(pg, layout: Layout, device: torch.device, digest: Digest) -> Iterator[tuple[str, torch.Tensor]]:

@@ -130,3 +130,38 @@ def test_tensor_parallel_engines_get_one_rank_per_shard():
     assert outcomes[0] is None and "digest" in str(outcomes[1]) and not hasattr(bad, "version")
     with pytest.raises(ValueError, match="tensor_parallel_size=2 needs gpus_per_engine=2"):
         RolloutConfig(tensor_parallel_size=2, gpus_per_engine=1)
+
+
+def test_an_engine_that_dies_during_a_push_is_replaced_out_of_sight_until_it_holds_the_weights():
+    """The replacement must not serve (generate) with the starting weights: it joins the group only after the
+    retried transfer reached it."""
+    from rollout.engine_group import BusSource, EngineDied, EngineGroup, LocalCalls
+    from tests.unit.rollout.fakes import FakeEngine, FakeLearners
+
+    log: list = []
+    spawned: list = []
+
+    class DiesOnReceive(FakeEngine):
+        def receive_weights(self, address, first_rank, layout):
+            raise EngineDied("killed mid-transfer")
+
+    class Watched(FakeEngine):
+        def receive_weights(self, address, first_rank, layout):
+            seen.append(self in group.engines)  # visible to generate already?
+            return super().receive_weights(address, first_rank, layout)
+
+    seen: list = []
+
+    def spawn():
+        engine = (DiesOnReceive if len(spawned) == 1 else Watched)(log)
+        spawned.append(engine)
+        return engine
+
+    group = EngineGroup(spawn, 2, LocalCalls())
+    learners = FakeLearners()
+    learners.weight, learners.version = 0.5, 3
+    pushed = group.push(BusSource(learners, learners.layout(64), 5))
+    replacement = spawned[-1]
+    assert pushed["version"] == 3 and group.restarts == 1 and len(spawned) == 3
+    assert group.engines == [spawned[0], replacement] and replacement.weight == 0.5 and replacement.version == 3
+    assert seen == [True, True, False]  # engine 0 on both attempts; the replacement while still private
