@@ -104,7 +104,8 @@ def resolve_model(cfg: RLVRConfig) -> str:
 
         return str(build_tiny_policy(split=cfg.tasks.split))
     path = resolve_model_path(cfg.model.path)  # a hub id -> its snapshot in the local HF cache, once
-    check_checkpoint(path, cfg.tasks.split)
+    if path != cfg.model.path:  # local directories were checked when the config was validated
+        check_checkpoint(path, cfg.tasks.split)
     return path
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from learner.grpo import grpo_loss, truncated_is_weights, warmup_factor
+from pretrain.monitor import peak_memory_gib
 from learner.config import RLVRConfig
 from learner.policy import (clean_state_dict, first_completion_position, hf_weights, load_policy, pad_batch,
                             rollout_logprob_tensor, token_logprobs)
@@ -174,17 +175,9 @@ class LearnerWorker:
                 sums["tokens"] += float(mask.sum())
             grad_norms.append(self._step())
         sums["grad_norm"] = float(np.mean(grad_norms))
-        sums["mem_peak_gb"] = self._peak_memory_gb()
+        sums["mem_peak_gb"] = peak_memory_gib()  # this step's on GPU (reset above); on CPU the rank's peak RSS
         self.version += 1
         return sums
-
-    def _peak_memory_gb(self) -> float:
-        """This step's peak allocated GPU memory; on CPU the process's peak resident set (since it started)."""
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**30
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
     def _micro_batches(self, samples: list[TrainingSample], count: int) -> list[dict]:
         size = self.cfg.algo.micro_batch_size

@@ -93,11 +93,9 @@ class BusSource:
     (`rollout.weight_transfer`): the driver passes only the layout and the rendezvous address."""
 
     def __init__(self, learners, layout, timeout_s: float, workers_per_engine: int = 1) -> None:
-        from rollout.weight_sync import layout_to_wire
-
         self.learners, self.layout, self.timeout_s = learners, layout, timeout_s
         self.per_engine = workers_per_engine  # tensor-parallel shards: each receives the full weights
-        self.wire = layout_to_wire(layout)
+        self.wire = layout.to_wire()
         self.mb = layout.total_bytes / 2**20
 
     def deliver(self, engines: list, calls) -> tuple[list, int | None]:

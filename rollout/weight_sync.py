@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rollout.weight_transfer import Address, Digest, Layout, ParamMeta, close, join, receive
+from rollout.weight_transfer import Address, Digest, Layout, close, join, receive
 
 
 def blobs_digest(blobs: list[bytes]) -> str:
@@ -19,15 +19,6 @@ def blobs_digest(blobs: list[bytes]) -> str:
     for blob in blobs:
         h.update(blob)
     return h.hexdigest()
-
-
-def layout_to_wire(layout: Layout) -> dict:
-    """A plain dict (what any RPC layer encodes)."""
-    return {"bucket_bytes": layout.bucket_bytes, "params": [[p.name, p.dtype, list(p.shape)] for p in layout.params]}
-
-
-def layout_from_wire(wire: dict) -> Layout:
-    return Layout(tuple(ParamMeta(n, d, tuple(s)) for n, d, s in wire["params"]), wire["bucket_bytes"])
 
 
 class WeightSyncExtension:
@@ -50,7 +41,7 @@ class WeightSyncExtension:
         Returns the digest of the bytes received."""
         import torch
 
-        addr, lay = Address(**address), layout_from_wire(layout)
+        addr, lay = Address(**address), Layout.from_wire(layout)
         model = self.model_runner.get_model()
         device = next(model.parameters()).device if addr.backend == "nccl" else torch.device("cpu")
         pg = join(addr, first_rank + getattr(self, "rank", 0))

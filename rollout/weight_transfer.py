@@ -62,6 +62,14 @@ class Layout:
     def bucket_size(self, k: int) -> int:
         return min(self.bucket_bytes, self.total_bytes - k * self.bucket_bytes)
 
+    def to_wire(self) -> dict:
+        """A plain dict (what any RPC layer encodes)."""
+        return {"bucket_bytes": self.bucket_bytes, "params": [[p.name, p.dtype, list(p.shape)] for p in self.params]}
+
+    @classmethod
+    def from_wire(cls, wire: dict) -> Layout:
+        return cls(tuple(ParamMeta(n, d, tuple(s)) for n, d, s in wire["params"]), wire["bucket_bytes"])
+
 
 @dataclass(frozen=True)
 class Address:

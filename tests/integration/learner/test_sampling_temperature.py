@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.policy import first_completion_position, pad_batch, token_logprobs
+from learner.policy import first_completion_position, pad_batch, rollout_logprob_tensor, token_logprobs
 from rewards.tasks import load_embedded
 from rollout.types import TrainingSample
 
@@ -54,10 +54,7 @@ def test_vllm_and_learner_logprobs_agree_at_temperature_07(uncertain_policy):
     assert len(samples) == 6 and all(s.completion_ids for s in samples)
     model = AutoModelForCausalLM.from_pretrained(uncertain_policy, dtype=torch.float32).eval()
     ids, attn, comp = pad_batch(samples, pad_id=0)
-    vllm_lp = torch.zeros_like(comp)
-    for row, s in enumerate(samples):
-        p = len(s.prompt_ids)
-        vllm_lp[row, p - 1 : p - 1 + len(s.rollout_logprobs)] = torch.tensor(s.rollout_logprobs)
+    vllm_lp = rollout_logprob_tensor(samples, ids.shape[1])
 
     def mean_gap(temperature: float) -> float:
         with torch.no_grad():

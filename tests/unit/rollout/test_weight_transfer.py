@@ -10,7 +10,6 @@ import threading
 import pytest
 import torch
 
-from rollout.weight_sync import layout_from_wire, layout_to_wire
 from rollout.weight_transfer import (Address, Digest, Layout, ParamMeta, join, open_store, receive, send,
                                      state_to_blobs)
 
@@ -71,7 +70,7 @@ def test_every_tensor_arrives_bit_exact_in_any_bucket_size(bucket):
 
 def test_the_layout_survives_the_rpc_as_plain_data():
     layout = layout_of(state(), 64)
-    assert layout_from_wire(layout_to_wire(layout)) == layout
+    assert Layout.from_wire(layout.to_wire()) == layout
     assert layout.buckets == -(-layout.total_bytes // 64) and layout.bucket_size(layout.buckets - 1) > 0
 
 
