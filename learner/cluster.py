@@ -104,6 +104,10 @@ class LearnerGroup:
         per_rank, tokens, micro = shard(samples, self.world, a.micro_batch_size, a.minibatches)
         return reduce_update(self._all("train", per_rank, args=(tokens, micro)))
 
+    def skip(self) -> None:
+        """A step without samples: every rank's policy version moves on, the weights do not."""
+        self._all("skip")
+
     def export(self) -> dict:
         """Full HF-named weights (gathered on rank 0, then sent here: the fallback path and tests)."""
         return self._all("export_state")[0]

@@ -26,9 +26,13 @@ class ModelConfig(StrictModel):
 
 class TaskConfig(StrictModel):
     source: str = Field("embedded", description='"embedded" or a task file (HumanEval-X, MultiPL-E, native)')
-    tiers: list[int] | None = Field(None, description="keep only these tiers (embedded tasks)")
+    tiers: list[int] | None = Field(None, description="keep only tasks of these tiers, from any source: a task "
+                                    "without a tier (HumanEval-X, MultiPL-E, a native row without `tier`) is "
+                                    "dropped; None keeps every task")
     split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks (evaluated, never "
                              "trained on); shared by every stage")
+    lenient: bool = Field(False, description="skip records of tasks.source that do not validate (each logged with "
+                          "its file, line and reason; counted in the start-up line) instead of stopping")
 
 
 class RewardWorkersConfig(StrictModel):

@@ -3,8 +3,8 @@ weights back to vLLM, with bounded staleness.
 
 `run` reads top to bottom as the phases of a step. `Trainer` holds the phases; it talks to four parts through
 typed methods only: the producer (`next_batch`, `allow`, `rollout`), the engines (`push`, `probe`), the learner
-group (`update`, `export`, `probe`, `save`, `load`) and the metrics sink. `build` makes the real parts on Ray;
-tests hand `Trainer` plain Python fakes behind the same methods.
+group (`update`, `skip`, `export`, `probe`, `save`, `load`) and the metrics sink. `build` makes the real parts
+on Ray; tests hand `Trainer` plain Python fakes behind the same methods.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from learner import checkpoint
 from learner.batch import assign_advantages
 from configs.base import check_lineage, resolve_model_path
 from learner.config import RLVRConfig, check_checkpoint
-from rewards.tasks import load_embedded, load_tasks
+from learner.task_counts import TaskCounts, count_tasks
+from rewards.tasks import TaskFile, load_embedded, load_task_file
 from rewards.types import Task
 from rollout.dump import parse_policy, rollout_row, select_groups, write_rollouts
 from rollout.producer import Producer, StepRollout, sample_seed
@@ -59,18 +60,31 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
-def split_tasks(cfg: RLVRConfig) -> tuple[list[Task], list[Task]]:
-    """(train, held out) by the split every stage shares (configs.base.TaskSplit)."""
+@dataclass(frozen=True)
+class TaskSelection:
+    """The run's prompts and held-out tasks, and the counts that say how they were chosen."""
+
+    train: list[Task]
+    heldout: list[Task]
+    counts: TaskCounts
+
+
+def split_tasks(cfg: RLVRConfig) -> TaskSelection:
+    """(train, held out) by the split every stage shares (configs.base.TaskSplit), after the tier filter."""
     t = cfg.tasks
-    tasks = load_embedded() if t.source == "embedded" else load_tasks(t.source)
-    if t.tiers is not None:
-        tasks = [x for x in tasks if x.tier in t.tiers]
+    task_file = TaskFile(load_embedded()) if t.source == "embedded" else load_task_file(t.source, t.lenient)
+    for why in task_file.skipped:
+        log.warning("tasks.lenient: skipped %s", why)
+    loaded = task_file.tasks
+    tasks = loaded if t.tiers is None else [x for x in loaded if x.tier in t.tiers]
     if not tasks:
         raise ValueError(f"tasks: no tasks in {t.source!r}" + (f" with tiers={t.tiers}" if t.tiers else ""))
     train, heldout = t.split.split(tasks)
     if not train:
         raise ValueError("tasks: every task fell in the held-out split; lower tasks.split.heldout_fraction")
-    return train, heldout
+    counts = count_tasks(t.source, [x.tier for x in loaded], t.tiers, len(train), len(heldout),
+                         cfg.rollout.prompts_per_step, cfg.run.steps, skipped=len(task_file.skipped))
+    return TaskSelection(train, heldout, counts)
 
 
 def check_resources(cfg: RLVRConfig, cluster: dict) -> None:
@@ -115,7 +129,7 @@ class Parts:
 
     producer: Producer
     engines: Any  # push(source) -> {version, sync_mb}, probe(ids) -> logprobs per engine, restarts
-    learners: Any  # update, layout, stream, export, probe, save, load, close
+    learners: Any  # update, skip, layout, stream, export, probe, save, load, close
     sink: Any  # log(step, record), close
     rewards: Any = None  # the reward pool: restarts, close
     started_ray: bool = False
@@ -134,12 +148,12 @@ class Parts:
 
 
 class Trainer:
-    def __init__(self, cfg: RLVRConfig, parts: Parts, train_tasks: list[Task], heldout: list[Task],
-                 probe_ids: list[int], model_path: str) -> None:
+    def __init__(self, cfg: RLVRConfig, parts: Parts, tasks: TaskSelection, probe_ids: list[int],
+                 model_path: str) -> None:
         self.cfg, self.parts = cfg, parts
         self.producer, self.engines, self.learners = parts.producer, parts.engines, parts.learners
-        self.train_tasks, self.heldout = train_tasks, heldout
-        self.prompt_of = {t.task_id: t.prompt for t in train_tasks}
+        self.train_tasks, self.heldout, self.task_counts = tasks.train, tasks.heldout, tasks.counts
+        self.prompt_of = {t.task_id: t.prompt for t in tasks.train}
         self.probe_ids, self.model_path = probe_ids, model_path
         self.out = Path(cfg.run.out_dir)
         self.version = 0
@@ -231,6 +245,9 @@ class Trainer:
         t0 = time.perf_counter()
         if samples:
             rec.update(self.learners.update(samples))
+        else:  # the weights stay, the version moves with the step (sync checks it); and say so
+            self.learners.skip()
+            log.warning(untrained_warning(step, self.cfg.run.steps, counts))
         dt = time.perf_counter() - t0
         rec.update(time_train_s=dt, train_tokens_per_s=rec.get("train_tokens", 0) / max(dt, 1e-9))
         return rec, {s.ident: s.advantage for s in samples if s.weight > 0}
@@ -271,6 +288,7 @@ class Trainer:
                               summary={"config": self.cfg.model_dump_json()}, rollouts_dir=self.out / "rollouts")
         first, last = self.history.get("eval_first", {}), self.history.get("eval_last", {})
         return {"checkpoint": str(final / "policy") if final else None, "steps": self.cfg.run.steps,
+                "steps_trained": steps_trained(records), "tasks": self.task_counts.as_dict(),
                 "reward_mean_first": records[0].get("reward_mean") if records else None,
                 "reward_mean_last": records[-1].get("reward_mean") if records else None,
                 "eval_reward_first": first.get("eval_reward_mean"), "eval_reward_last": last.get("eval_reward_mean"),
@@ -279,6 +297,21 @@ class Trainer:
                 "resumed_from": self.resumed_from, "engine_restarts": self.engines.restarts,
                 "reward_worker_restarts": self.reward_restarts, "report": str(report),
                 "out_dir": str(self.out), **nodes, "seconds": round(time.perf_counter() - self.t_start, 1)}
+
+
+def steps_trained(records: list[dict]) -> int:
+    """Steps whose batch had samples to train on. A step whose every group was dropped (equal rewards, or fewer
+    than two scored samples) runs no update; read from metrics.jsonl, so a resumed run counts the earlier steps."""
+    return sum(1 for r in records if r.get("trained_samples", 0) > 0)
+
+
+def untrained_warning(step: int, total: int, counts: dict) -> str:
+    """Why `step` trained on nothing, from assign_advantages' counts."""
+    groups, dropped, unscored = counts["groups"], counts["groups_filtered"], counts["unscored"]
+    why = ("the batch held no group (dynamic sampling kept none)" if not groups else
+           f"all {dropped} groups were dropped (rewards all equal within each group with "
+           f"algo.filter_equal_rewards, or fewer than 2 scored samples; {unscored} samples unscored)")
+    return f"step {step + 1}/{total} trained on 0 samples: {why}; no gradient step ran, the policy is unchanged"
 
 
 def progress_line(step: int, total: int, rec: dict, elapsed: float, done_this_run: int) -> str:
@@ -299,7 +332,7 @@ def progress_line(step: int, total: int, rec: dict, elapsed: float, done_this_ru
 def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
     """The real parts on Ray. Bad task files fail before Ray and the heavy imports; on any failure what was
     already built (and a Ray this call started) is closed."""
-    train_tasks, heldout = split_tasks(cfg)
+    tasks = split_tasks(cfg)
     import ray
     from transformers import AutoTokenizer
 
@@ -317,7 +350,7 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
         check_resources(cfg, ray.cluster_resources())
         model_path = resolve_model(cfg)
         tok = AutoTokenizer.from_pretrained(model_path)
-        probe_task = (heldout or train_tasks)[0]
+        probe_task = (tasks.heldout or tasks.train)[0]
         probe_ids = tok(probe_task.prompt + (probe_task.reference or ""))["input_ids"][:256]
         rw = cfg.reward
         parts.rewards = RewardActorPool(num_workers=rw.workers, slots_per_worker=rw.slots_per_worker,
@@ -328,7 +361,7 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
                                            cfg.run.call_timeout_s)
         parts.learners = LearnerGroup(model_path, cfg)
         parts.sink = MetricsSink(out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
-        parts.producer = Producer(parts.engines, parts.rewards.score, train_tasks, cfg.rollout, cfg.run.seed,
+        parts.producer = Producer(parts.engines, parts.rewards.score, tasks.train, cfg.rollout, cfg.run.seed,
                                   cfg.run.staleness)
     except BaseException:
         parts.close()
@@ -338,7 +371,7 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
         return {"driver_node": ray.get_runtime_context().get_node_id(),
                 "reward_worker_nodes": sorted(set(ray.get([w.node_id.remote() for w in parts.rewards.workers])))}
 
-    return Trainer(cfg, parts, train_tasks, heldout, probe_ids, model_path), nodes
+    return Trainer(cfg, parts, tasks, probe_ids, model_path), nodes
 
 
 def run(cfg: RLVRConfig, trainer: Trainer | None = None, nodes=lambda: {}) -> dict:
@@ -346,6 +379,8 @@ def run(cfg: RLVRConfig, trainer: Trainer | None = None, nodes=lambda: {}) -> di
         trainer, nodes = build(cfg)
     steps, every = cfg.run.steps, cfg.run.checkpoint_every
     with trainer:
+        # What the run does with its tasks: how many the tier filter dropped, held out, how often each repeats.
+        log.info(trainer.task_counts.line())
         # Resume: learner weights, optimizer, RNG and counters of the newest checkpoint; prompts and seeds are
         # functions of the step, so the resumed run sees what the uninterrupted one would have.
         start = trainer.resume()

@@ -21,6 +21,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from learner.metrics import flatten_scalars, read_metrics
 
@@ -44,11 +45,17 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def integer_steps(ax) -> None:
+    """Ticks on whole steps only: left to itself matplotlib labels a run of a few steps 0.25, 0.5, ..."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _new_axes(title: str, ylabel: str):
     fig = Figure(figsize=(9, 3.6))
     ax = fig.subplots()
     ax.set_title(title)
     ax.set_xlabel("step")
+    integer_steps(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     return fig, ax
@@ -137,6 +144,7 @@ def plot_health(records: list[dict]) -> str | None:
         ax.plot(s, v, marker="." if len(s) < 50 else None)
         ax.set_ylabel(key, fontsize="small")
         ax.grid(alpha=0.3)
+        integer_steps(ax)
     axes[-1].set_xlabel("step")
     return _png(fig)
 

@@ -63,7 +63,7 @@ class LearnerWorker:
         self.temperature = cfg.rollout.temperature
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.opt_steps = 0  # optimizer steps taken (the LR warmup's clock; checkpointed)
-        self.version = 0  # policy version = updates applied (what the driver's sync numbers; checkpointed)
+        self.version = 0  # policy version = steps done, trained or skipped (what the driver syncs by; checkpointed)
         self._store = None  # rank 0: the rendezvous of the weight transfer in progress
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.ref = None
@@ -139,6 +139,11 @@ class LearnerWorker:
         return {"policy": held(self.model), "reference": held(self.ref)}
 
     # ---- the update ---------------------------------------------------------------------------------
+    def skip(self) -> None:
+        """A step with nothing to train (every group dropped): the weights stay, the version still moves on,
+        because the driver, the producer's staleness bound and the engines number policies by step."""
+        self.version += 1
+
     def train(self, minibatches: list[list[TrainingSample]], tokens_per_minibatch: list[int],
               micro_per_minibatch: list[int]) -> dict:
         """One optimizer step per minibatch. `tokens_per_minibatch` are global completion-token counts (the

@@ -3,23 +3,28 @@
     python -m rewards eval  --tasks PATH --completions PATH|canonical [--backend docker|bwrap] [--out FILE]
     python -m rewards score --tasks PATH --completions PATH   # GRPO batches: reward mean/std per group
     python -m rewards explain --tasks PATH --task-id ID --completion FILE   # one sample, everything shown
+    python -m rewards validate --tasks PATH   # a task file: schema, references pass, a wrong body fails
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
-from configs.loader import jsonl_rows
+from configs.loader import cli_error, jsonl_rows
+from rewards.declarations import scan_braces
 from rewards.extract import completion_of
 from rewards.passk import available_ks, mean_pass_at_k
-from rewards.scorer import MAX_COMPLETION_BYTES
-from rewards.tasks import load_embedded, load_tasks
+from rewards.scorer import MAX_COMPLETION_BYTES, TASK_ERROR
+from rewards.tasks import FINAL_SIGNATURE, TaskFile, load_embedded, load_task_file
 from rewards.types import ScoredSample, Task
+from sandbox.types import Verdict
 
 
 def read_completions(path: Path, tasks: dict[str, Task], mode: str = "raw") -> list[tuple[Task, str]]:
@@ -52,7 +57,9 @@ def summarize(scored: list[ScoredSample]) -> dict:
         per_task[s.task_id].append(s.passed)
     counts = [(len(v), sum(v)) for v in per_task.values()]
     summary: dict = {
-        "samples": len(scored), "scored": len(usable), "sandbox_errors": len(scored) - len(usable),
+        "samples": len(scored), "scored": len(usable),
+        "sandbox_errors": sum(s.verdict == Verdict.SANDBOX_ERROR.value for s in scored),
+        "task_errors": sum(s.verdict == TASK_ERROR for s in scored),
         "tasks": len(per_task), "passed": sum(s.passed for s in usable),
         "verdicts": dict(Counter(s.verdict for s in scored)),
         "reward_mean": round(statistics.fmean([s.reward for s in usable]), 4) if usable else None,
@@ -118,10 +125,81 @@ def explain(task: Task, text: str, backend: str, mode: str) -> int:
     return 0
 
 
+def probe_completion(task: Task) -> str | None:
+    """A wrong answer that compiles: a function returning a value-initialised result (`return {};`; nothing
+    for `void`, 0 for a deduced type), a program that prints nothing. None for compile-only tasks."""
+    if task.kind == "compile":
+        return None
+    if task.kind == "stdio":
+        return "    return 0;\n}\n"
+    head = (FINAL_SIGNATURE.search(task.prompt.rstrip()) or [""])[0]
+    name = rf"(?:\w+::)*{re.escape(task.entry_point)}\b"
+    body = ("" if re.search(rf"\bvoid\s+{name}", head)
+            else "    return 0;" if re.search(rf"\bauto\s+{name}", head)  # no type to value-initialise
+            else "    return {};")
+    # Close the function, unless the format's suffix does, and any namespace the prompt left open.
+    closing = "" if "}" in task.completion_suffix else "}\n"
+    return f"{body}\n{closing}" + "}\n" * (scan_braces(task.prompt, stop_at_zero=False).depth - 1)
+
+
+def judge_task(task: Task, reference: ScoredSample | None, probe: ScoredSample | None) -> tuple[str, str, str]:
+    """(status, reference column, probe column) of one task for `validate`: status "ok", "warn" (the probe
+    did not compile, so the tests' power is unknown) or "error" (the reference fails, the probe passes)."""
+    ref = ("no reference" if reference is None else "pass" if reference.passed
+           else f"FAIL {reference.verdict}: {reference.detail[:120]}")
+    if probe is None:
+        wrong = "n/a (compile-only)"
+    elif probe.passed:
+        wrong = "PASSES: the tests accept a wrong answer"
+    elif probe.verdict == Verdict.COMPILE_ERROR.value:
+        wrong = f"inconclusive (does not compile: {probe.detail[:80]})"
+    else:
+        wrong = f"fails ({probe.verdict}, {probe.tests_passed}/{probe.tests_total})"
+    status = ("error" if (reference is not None and not reference.passed) or (probe is not None and probe.passed)
+              else "warn" if probe is not None and probe.verdict == Verdict.COMPILE_ERROR.value
+              else "warn" if reference is None else "ok")
+    return status, ref, wrong
+
+
+def validate(loaded: TaskFile, backend: str, workers: int | None) -> int:
+    """Check a task file: every record against the schema (all problems listed, not the first), each
+    reference passes in the sandbox, and a wrong answer (probe_completion) fails. Prints a table."""
+    from rewards.scorer import Scorer
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    tasks = loaded.tasks
+    items, slots = [], []
+    for task in tasks:
+        for text in (task.reference, probe_completion(task)):
+            slots.append(len(items) if text is not None else None)
+            if text is not None:
+                items.append((replace(task, stop_tokens=()), text))
+    cfg = SandboxConfig(backend=backend, **({"num_workers": workers} if workers else {}))
+    with SandboxPool(cfg) as pool:
+        scored = Scorer(pool).score(items, progress=True)
+    rows, counts = [], Counter()
+    for i, task in enumerate(tasks):
+        ref, probe = (scored[j] if j is not None else None for j in slots[2 * i: 2 * i + 2])
+        status, ref_text, probe_text = judge_task(task, ref, probe)
+        counts[status] += 1
+        rows.append((status, task.task_id, task.kind, ref_text, probe_text))
+    width = max([len(r[1]) for r in rows] + [7])
+    print(f"{'status':<7} {'task_id':<{width}} {'kind':<9} {'reference':<28} wrong-answer probe")
+    for status, task_id, kind, ref_text, probe_text in rows:
+        print(f"{status:<7} {task_id:<{width}} {kind:<9} {ref_text:<28} {probe_text}")
+    for why in loaded.skipped:
+        print(f"{'error':<7} {why}")
+    summary = {"tasks": len(tasks) + len(loaded.skipped), "ok": counts["ok"], "warn": counts["warn"],
+               "error": counts["error"] + len(loaded.skipped), "invalid": len(loaded.skipped)}
+    print(json.dumps(summary))
+    return 1 if summary["error"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["eval", "score", "explain"])
+    parser.add_argument("command", choices=["eval", "score", "explain", "validate"])
     parser.add_argument("--tasks", required=True, help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded'")
     parser.add_argument("--completions", help="eval/score: JSONL of {task_id, completion}, or 'canonical'")
     parser.add_argument("--task-id", help="explain: the task")
@@ -130,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: one per core)")
     parser.add_argument("--mode", default="raw", choices=["raw", "chat"], help="completion extraction")
     parser.add_argument("--out", help="write one JSON line per completion, in input order")
+    parser.add_argument("--lenient", action="store_true",
+                        help="skip task records that do not validate (counted and listed) instead of stopping")
     args = parser.parse_args(argv)
 
     from rewards.scorer import Scorer, canonical_items
@@ -138,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.worker import WorkerError
 
     try:
-        tasks = load_embedded() if args.tasks == "embedded" else load_tasks(args.tasks)
+        loaded = TaskFile(load_embedded()) if args.tasks == "embedded" else load_task_file(
+            args.tasks, lenient=args.lenient or args.command == "validate")
+        tasks = loaded.tasks
+        for why in loaded.skipped if args.command != "validate" else ():
+            print(f"skipped: {why}", file=sys.stderr)
         by_id = {t.task_id: t for t in tasks}
+        if args.command == "validate":
+            return validate(loaded, args.backend, args.workers)
         if args.command == "explain":
             if not args.task_id or not args.completion:
                 raise ValueError("explain needs --task-id and --completion")
@@ -156,21 +242,23 @@ def main(argv: list[str] | None = None) -> int:
         items = canonical_items(tasks) if args.completions == "canonical" else read_completions(
             Path(args.completions), by_id, args.mode)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli_error(str(exc), 2)
+    except WorkerError as exc:  # validate's sandbox
+        return cli_error(f"sandbox unavailable: {exc}", 3)
     cfg = SandboxConfig(backend=args.backend, **({"num_workers": args.workers} if args.workers else {}))
     try:
         with SandboxPool(cfg) as pool:
             scored = Scorer(pool, mode=args.mode).score(items, progress=True)
     except WorkerError as exc:
-        print(f"error: sandbox unavailable: {exc}", file=sys.stderr)
-        return 3
+        return cli_error(f"sandbox unavailable: {exc}", 3)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w") as f:
-            for s in scored:
-                f.write(json.dumps(s.to_json()) + "\n")
+            for i, s in enumerate(scored):  # input order: `index` is the completion's row among them
+                f.write(json.dumps({"index": i, **s.to_json(), "completion": s.completion}) + "\n")
     summary = summarize(scored)
+    if loaded.skipped:
+        summary["tasks_skipped"] = len(loaded.skipped)
     if args.command == "score":
         groups = group_stats(scored)
         for g in groups:

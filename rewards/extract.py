@@ -65,6 +65,12 @@ def completion_of(text: str, mode: str, stop: tuple[str, ...] = (), finish: str 
     return extract(text, mode, stop)
 
 
+def function_body_start(code: str, name: str) -> int | None:
+    """Index just past the `{` that opens the first definition of `name` in `code`, or None."""
+    match = re.search(rf"\b{re.escape(name)}\s*\([^;{{}}]*\)\s*(const\s*)?\{{", code) if name else None
+    return match.end() if match else None
+
+
 def defines_function(code: str, name: str) -> bool:
     """Does `code` contain a definition of `name` (a full function, as chat answers usually give)?"""
-    return bool(name) and re.search(rf"\b{re.escape(name)}\s*\([^;{{}}]*\)\s*(const\s*)?\{{", code) is not None
+    return function_body_start(code, name) is not None

@@ -4,9 +4,11 @@ The official harness compiles `prompt + completion + test` as one file, so a com
 test's asserts away, overload the test's `==`, define `main` or `__assert_fail`, or print a fake banner.
 Here, by construction:
 
-- `solution.cpp` = prompt + completion; `harness.cpp` = the prompt's declarations (function bodies
-  replaced by `;`) + our harness + the test code, in its own translation unit, helpers in an anonymous
-  namespace. Completion macros and overloads cannot reach the test; a second `main` fails to link.
+- `solution.cpp` = prompt + completion; `harness.cpp` = the prompt's declarations (plain functions' bodies
+  replaced by `;`; templates and `inline` functions kept, the one to complete with the completion's body
+  when it is provably one block: rewards.declarations) + our harness + the test code, in its own
+  translation unit, helpers in an anonymous namespace. Completion macros and overloads cannot reach the
+  test; a second `main` fails to link.
 - Every `assert(...)` of the test becomes a harness check that records the result and goes on (so partial
   credit is per assert), and after the test's main returns the harness prints a `done` line.
 - Each result line carries a SipHash-2-4 tag keyed by a per-run secret. The secret arrives on stdin and is
@@ -26,8 +28,8 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
 
+from rewards.declarations import _cpp_parser, prompt_for_tests
 from rewards.siphash import siphash24
 
 HARNESS_CPP = r"""
@@ -100,40 +102,6 @@ _MAIN = re.compile(r"\bint\s+main\s*\(")
 _LINE = re.compile(r"^@@crucible (assert|done) (-?\d+) (-?\d+) ([0-9a-f]{16})$", re.M)
 
 
-@lru_cache(maxsize=1)
-def _cpp_parser():
-    import tree_sitter_cpp
-    from tree_sitter import Language, Parser
-
-    return Parser(Language(tree_sitter_cpp.language()))
-
-
-def declarations_from_prompt(prompt: str) -> str:
-    """The prompt with every function body, including the unfinished last one (the prompt stops inside
-    it, possibly after a docstring), turned into `;`: the test unit sees the same types and prototypes
-    but defines nothing the solution also defines."""
-    source = (prompt.rstrip() + "\n}\n").encode()
-    tree = _cpp_parser().parse(source)
-    cuts: list[tuple[int, int]] = []
-
-    def visit(node) -> None:
-        for child in node.children:
-            if child.type == "function_definition":
-                body = child.child_by_field_name("body")
-                if body is not None:
-                    cuts.append((body.start_byte, body.end_byte))
-            elif child.type in ("namespace_definition", "declaration_list", "linkage_specification",
-                                "template_declaration"):
-                visit(child)
-
-    visit(tree.root_node)
-    if not cuts or cuts[-1][1] < len(source.rstrip()):
-        raise ValueError("field 'prompt' must end inside the body of the function to complete")
-    for start, end in sorted(cuts, reverse=True):
-        source = source[:start].rstrip() + b";" + source[end:]
-    return source.decode()
-
-
 def _returning_main(test: str) -> str:
     """Rename the test's main and make it return 0 at its end: only the real `main` may fall off its end."""
     source = test.encode()
@@ -156,7 +124,7 @@ def _check_tests(test: str) -> None:
 def check_function_task(prompt: str, test: str) -> None:
     """What `assemble` needs of a task, checked when its file loads (ValueError naming the field)."""
     _check_tests(test)
-    declarations_from_prompt(prompt)
+    prompt_for_tests(prompt)
 
 
 @dataclass(frozen=True)
@@ -165,10 +133,14 @@ class AssembledTest:
     num_sites: int
     completion_first_line: int  # 1-based line in solution.cpp where the completion starts
     site_lines: tuple[str, ...] = ()  # site i+1's line of the task's tests, for explanations
+    body_error: str = ""  # why the function's body, which the tests' unit needs, is not in it
 
 
-def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
-    """Build solution.cpp and harness.cpp (the tests' translation unit) for an assert-style task."""
+def assemble(prompt: str, completion: str, test: str, continuation: str | None = None) -> AssembledTest:
+    """Build solution.cpp and harness.cpp (the tests' translation unit) for an assert-style task.
+    `continuation` is the text that follows the prompt's last `{` in the solution (default: `completion`);
+    the tests' unit copies the function's body from it when the function is a template or `inline`
+    (rewards.declarations)."""
     _check_tests(test)
     site_lines: list[str] = []  # site i+1's source line
 
@@ -180,8 +152,9 @@ def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
     includes = [line for line in body.splitlines() if line.lstrip().startswith("#include")]
     rest = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("#include"))
     rest = _returning_main(rest)
+    unit_prompt = prompt_for_tests(prompt, completion if continuation is None else continuation)
     test_cpp = (
-        declarations_from_prompt(prompt) + "\n" + "\n".join(includes) + "\n" + HARNESS_CPP
+        unit_prompt.text + "\n" + "\n".join(includes) + "\n" + HARNESS_CPP
         + "namespace {\n" + rest + "\n}  // namespace\n"
         + "int main() { crucible_test_main(); ::crucible_harness::emit(\"done\", "
         "::crucible_harness::executions, 0); return 0; }\n"
@@ -189,7 +162,7 @@ def assemble(prompt: str, completion: str, test: str) -> AssembledTest:
     # harness.cpp links before solution.cpp (the runner links in sorted order), so the harness's own
     # .preinit_array entry runs before any the completion adds and takes the secret off stdin first.
     return AssembledTest({"solution.cpp": prompt + completion + "\n", "harness.cpp": test_cpp}, len(site_lines),
-                         prompt.count("\n") + 1, tuple(site_lines))
+                         prompt.count("\n") + 1, tuple(site_lines), unit_prompt.body_error)
 
 
 def new_secret() -> str:

@@ -12,13 +12,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from rewards.extract import completion_of, defines_function
+from rewards.extract import completion_of, defines_function, function_body_start
 from rewards.harness import AssembledTest, HarnessReport, assemble, new_secret, verify
 from rewards.reward import RewardConfig, count_warnings, has_reasoning, reward_components, silences_warnings
 from rewards.tasks import FINAL_SIGNATURE
 from rewards.types import ScoredSample, Task
 from sandbox.types import DEFAULT_RUN_LIMITS, Job, Result, StageLimits, TestCase, Verdict
 
+TASK_ERROR = "TASK_ERROR"  # the task, not the completion, could not be assembled (reward None, counted)
 MAX_COMPLETION_BYTES = 256 << 10  # a longer completion is not compiled (scored as a compile failure)
 DIAGNOSTICS_BYTES = 2048  # how much compiler output each scored sample carries
 _LOCATION = re.compile(r"^(?:/work/src/)?solution\.cpp:(\d+):", re.M)
@@ -115,6 +116,16 @@ class Scorer:
         self.run_limits = run_limits
         self.counters: Counter[str] = Counter()
 
+    def limits(self, task: Task) -> StageLimits:
+        """The run limits of `task`: its own `time_limit_s` (CPU; the wall clock gets twice that) and
+        `memory_mb` where it sets them, the scorer's otherwise."""
+        limits = self.run_limits
+        if task.time_limit_s is not None:
+            limits = replace(limits, cpu_s=task.time_limit_s, wall_s=2 * task.time_limit_s)
+        if task.memory_mb is not None:
+            limits = replace(limits, memory_mb=task.memory_mb)
+        return limits
+
     def prepare(self, task: Task, completion: str) -> _Prepared:
         flags = (*task.flags, *self.config.warning_flags, *task.link_flags)
         solution, first_line = solution_source(task, completion, self.mode)
@@ -124,12 +135,14 @@ class Scorer:
         if task.kind == "stdio":
             tests = tuple(TestCase(stdin=c.input.encode(), expected_stdout=c.output, checker=task.checker,
                                    abs_tol=task.abs_tol, rel_tol=task.rel_tol) for c in task.cases)
-            return _Prepared(Job({"solution.cpp": solution}, flags=flags, tests=tests, run_limits=self.run_limits),
+            return _Prepared(Job({"solution.cpp": solution}, flags=flags, tests=tests, run_limits=self.limits(task)),
                              first_line=first_line, solution=solution)
-        assembled = assemble(task.program_head, completion + task.completion_suffix, task.tests)
+        chat_body = function_body_start(completion, task.entry_point) if self.mode == "chat" else None
+        continuation = completion[chat_body:] if chat_body is not None else completion + task.completion_suffix
+        assembled = assemble(task.program_head, completion + task.completion_suffix, task.tests, continuation)
         files = dict(assembled.files, **{"solution.cpp": solution})
         secret = new_secret()
-        job = Job(files, flags=flags, tests=(TestCase(stdin=secret.encode()),), run_limits=self.run_limits)
+        job = Job(files, flags=flags, tests=(TestCase(stdin=secret.encode()),), run_limits=self.limits(task))
         return _Prepared(job, secret, assembled, first_line, solution)
 
     def score(self, items: Sequence[tuple[Task, str]], progress: bool = False) -> list[ScoredSample]:
@@ -137,14 +150,17 @@ class Scorer:
         compile is scored as a compile failure without reaching the sandbox."""
         completions = [completion_of(text, self.mode, task.stop_tokens, task.finish) for task, text in items]
         oversized = [len(c.encode()) > MAX_COMPLETION_BYTES for c in completions]
-        prepared = [None if big else self.prepare(task, c) for (task, _), c, big in zip(items, completions, oversized)]
-        results = iter(self.pool.run_batch([p.job for p in prepared if p is not None], progress=progress))
-        scored = [self.judge(task, c, p, next(results)) if p is not None else self._oversized(task, c)
+        prepared = [self._oversized(task, c) if big else self._prepare_or_refuse(task, c)
+                    for (task, _), c, big in zip(items, completions, oversized)]
+        results = iter(self.pool.run_batch([p.job for p in prepared if isinstance(p, _Prepared)], progress=progress))
+        scored = [self.judge(task, c, p, next(results)) if isinstance(p, _Prepared) else p
                   for (task, _), c, p in zip(items, completions, prepared)]
         for s in scored:
             self.counters["samples"] += 1
             self.counters[f"verdict/{s.verdict}"] += 1
-            if s.reward is None:
+            if s.verdict == TASK_ERROR:
+                self.counters["task_errors"] += 1
+            elif s.reward is None:
                 self.counters["sandbox_errors"] += 1
         return scored
 
@@ -154,6 +170,15 @@ class Scorer:
         prep = self.prepare(task, completion)
         (result,) = self.pool.run_batch([prep.job])
         return prep, result, self.judge(task, completion, prep, result)
+
+    def _prepare_or_refuse(self, task: Task, completion: str) -> _Prepared | ScoredSample:
+        """A task the harness cannot assemble (possible only for a Task built in code: files are checked
+        when they load) is reported on its own sample, unscored, so the rest of the batch is kept."""
+        try:
+            return self.prepare(task, completion)
+        except ValueError as exc:
+            return ScoredSample(task.task_id, completion, False, TASK_ERROR, 0, 0, None,
+                                detail=f"task {task.task_id}: {exc}")
 
     def _oversized(self, task: Task, completion: str) -> ScoredSample:
         components = reward_components(False, 0, 0, 0, False, self.config)
@@ -198,6 +223,10 @@ class Scorer:
                         f"stderr {_head(run.stderr.strip())!r}" if run and run.stderr.strip() else "") if x)
                 if report.forged_lines:
                     detail += f"; {report.forged_lines} forged harness lines ignored"
+        if warnings:  # the bonus was lost: say for which warning (the first in the completion)
+            first = next((line for line in diagnostics.splitlines()
+                          if line.startswith("completion:") and ": warning:" in line), "")
+            detail = "; ".join(x for x in (detail, f"{warnings} warning(s) in the completion, first: {first}") if x)
         components = reward_components(compiled, warnings, done, total,
                                        has_reasoning(completion, self.config.reasoning_min_words), self.config,
                                        silenced=silences_warnings(completion))

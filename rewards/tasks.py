@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from configs.loader import jsonl_rows
-from rewards.harness import check_function_task
+from rewards.harness import assemble, check_function_task
+from rewards.task_schema import NativeTaskSpec
 from rewards.types import StdioCase, Task
 
 EMBEDDED_DIR = Path(__file__).with_name("data") / "embedded"  # one YAML file per tier, our own problems
@@ -26,18 +28,36 @@ def _entry_point(prompt: str) -> str:
     return match.group("name") if match else ""
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+# PyYAML's message for a block scalar whose first line is indented deeper than a later one (the usual
+# `reference: |` whose body lines are indented and whose closing `}` is not).
+_BLOCK_HINT = ("hint: a block scalar (`|`) takes its indentation from its first line; when that line is "
+               "indented deeper than a later one (a function body before its closing `}`), give the "
+               "indentation explicitly: `reference: |2` (docs/tasks.md)")
+
+
+def _yaml_items(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, row) per item of a YAML task list; `where` is `FILE:LINE (item N)`, LINE the item's first."""
+    try:
+        with open(path, encoding="utf-8") as f:  # a stream with a name: PyYAML's marks name the file
+            root = yaml.compose(f, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        hint = f"\n{_BLOCK_HINT}" if "expected <block end>" in str(exc) else ""
+        raise ValueError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}{hint}") from None
+    if root is None or not isinstance(root, yaml.SequenceNode):
+        raise ValueError(f"{path}: expected a list of tasks (`- task_id: ...` items)")
+    constructor = yaml.SafeLoader("")
+    for i, node in enumerate(root.value, 1):
+        yield f"{path}:{node.start_mark.line + 1} (item {i})", constructor.construct_document(node)
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
     if path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML: {exc}") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of tasks")
-        for i, row in enumerate(data, 1):
-            yield i, row
+        yield from _yaml_items(path)
         return
-    yield from jsonl_rows(path)
+    for lineno, row in jsonl_rows(path):
+        yield f"{path}:{lineno}", row
 
 
 def _require(row: dict, where: str, *fields: str) -> None:
@@ -90,24 +110,22 @@ def multipl_e(row: dict, where: str) -> Task:
 
 
 def native(row: dict, where: str) -> Task:
-    _require(row, where, "task_id", "prompt")
-    kind = row.get("kind") or ("stdio" if "cases" in row else "function")
-    cases = []
-    for i, case in enumerate(row.get("cases") or []):
-        if not isinstance(case, dict) or not isinstance(case.get("input"), str) or not isinstance(case.get("output"), str):
-            raise ValueError(f"{where}: cases[{i}] needs string fields 'input' and 'output'")
-        cases.append(StdioCase(case["input"], case["output"]))
-    checker = row.get("checker", "tokens")
-    if checker not in ("exact", "tokens", "float"):
-        raise ValueError(f"{where}: field 'checker' must be exact, tokens or float, got {checker!r}")
+    """A row of our format, validated by rewards.task_schema (unknown fields refused)."""
     try:
-        return Task(task_id=row["task_id"], kind=kind, prompt=row["prompt"], tests=row.get("tests") or "",
-                    cases=tuple(cases), checker=checker, abs_tol=float(row.get("abs_tol", 1e-6)),
-                    rel_tol=float(row.get("rel_tol", 1e-6)), reference=row.get("reference"),
-                    entry_point=row.get("entry_point") or _entry_point(row["prompt"]),
-                    stop_tokens=tuple(row.get("stop_tokens") or ()), tier=row.get("tier"),
-                    flags=tuple(row.get("flags") or ("-std=c++17", "-O2")),
-                    link_flags=tuple(row.get("link_flags") or ()), source=row.get("source", "native"))
+        spec = NativeTaskSpec.parse(row)
+    except ValueError as exc:
+        task_id = row.get("task_id")
+        raise ValueError(f"{where}: " + (f"task {task_id}: " if isinstance(task_id, str) else "") + str(exc)) from None
+    kind = spec.kind or ("stdio" if spec.cases else "function")
+    try:
+        return Task(task_id=spec.task_id, kind=kind, prompt=spec.prompt, tests=spec.tests or "",
+                    cases=tuple(StdioCase(c.input, c.output) for c in spec.cases or ()), checker=spec.checker,
+                    abs_tol=spec.abs_tol, rel_tol=spec.rel_tol, reference=spec.reference,
+                    entry_point=spec.entry_point or _entry_point(spec.prompt),
+                    stop_tokens=tuple(spec.stop_tokens or ()), tier=spec.tier,
+                    flags=tuple(spec.flags) if spec.flags is not None else Task.flags,
+                    link_flags=tuple(spec.link_flags or ()), time_limit_s=spec.time_limit_s,
+                    memory_mb=spec.memory_mb, source=spec.source)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
@@ -126,34 +144,66 @@ def _detect(row: dict, where: str) -> Task:
 
 
 def task_from_row(row: dict, where: str) -> Task:
+    """One record of any format, checked as far as it can be without a compiler: the schema, the flags, and
+    for a function task the assembly of its tests' unit (with the reference, when there is one), so a task
+    the harness cannot handle is refused here, not when a batch is scored."""
     try:
         task = _detect(row, where)
-    except TypeError as exc:  # a field of the wrong type, e.g. "cases": 5 or "abs_tol": [1]
+    except TypeError as exc:  # a field of the wrong type in another format, e.g. "prompt": 5
         raise ValueError(f"{where}: {exc}") from None
-    if task.kind == "function":  # found now, not when a batch is scored: asserts, main, a prompt we can cut
+    if task.kind == "function":
         try:
             check_function_task(task.program_head, task.tests)
+            if task.reference is not None:
+                unit = assemble(task.program_head, task.reference + task.completion_suffix, task.tests)
+                if unit.body_error:
+                    raise ValueError(f"field 'reference': {unit.body_error}")
         except ValueError as exc:
             raise ValueError(f"{where}: task {task.task_id}: {exc}") from None
     return task
 
 
-def load_tasks(path: str | Path) -> list[Task]:
+@dataclass(frozen=True)
+class TaskFile:
+    """A loaded task file; `skipped` holds `where: why` for each record refused under lenient loading."""
+
+    tasks: list[Task]
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_task_file(path: str | Path, lenient: bool = False) -> TaskFile:
+    """Every record of `path`, validated. Strict (default): the first bad record is an error naming its file,
+    line and field. Lenient: bad records are skipped and listed; an empty result is still an error."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"task file {path} does not exist")
+    tasks: list[Task] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
     try:
-        tasks = [task_from_row(row, f"{path}:{n}") for n, row in _records(path)]
+        for where, row in _records(path):
+            try:
+                task = task_from_row(row, where)
+                if task.task_id in seen:
+                    raise ValueError(f"{where}: duplicate task_id {task.task_id!r}")
+            except ValueError as exc:
+                if not lenient:
+                    raise
+                skipped.append(str(exc))
+                continue
+            seen.add(task.task_id)
+            tasks.append(task)
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # not gzip, truncated, not UTF-8, unreadable
         raise ValueError(f"task file {path}: cannot read it ({exc})") from None
     if not tasks:
-        raise ValueError(f"task file {path} has no tasks")
-    seen: set[str] = set()
-    for task in tasks:
-        if task.task_id in seen:
-            raise ValueError(f"{path}: duplicate task_id {task.task_id!r}")
-        seen.add(task.task_id)
-    return tasks
+        raise ValueError(f"task file {path} has no usable tasks" + (f" ({len(skipped)} skipped, first: "
+                                                                      f"{skipped[0]})" if skipped else ""))
+    return TaskFile(tasks, skipped)
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Every task of `path` (any format), strictly validated (load_task_file)."""
+    return load_task_file(path).tasks
 
 
 def load_embedded() -> list[Task]:

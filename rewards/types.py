@@ -47,6 +47,8 @@ class Task:
     link_flags: tuple[str, ...] = ()
     tier: int | None = None
     source: str = ""
+    time_limit_s: float | None = None  # CPU seconds per test run (None: the sandbox's run limits)
+    memory_mb: int | None = None  # address space per test run (None: the sandbox's run limits)
 
     @property
     def program_head(self) -> str:

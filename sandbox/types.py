@@ -50,6 +50,10 @@ DEFAULT_COMPILE_LIMITS = StageLimits(
     max_open_files=256,
 )
 DEFAULT_RUN_LIMITS = StageLimits()
+# The most a task may ask for per test run (its `time_limit_s`, `memory_mb`): within what one sandbox worker
+# holds by default (SandboxConfig.worker_memory_mb 3072, less the runner's share) and a bounded step time.
+TASK_MAX_TIME_S = 60.0
+TASK_MAX_MEMORY_MB = 2048
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from learner.metrics import read_metrics
-from learner.report import _png
+from learner.report import _png, integer_steps
 
 VERDICT_COLORS = {"OK": "#2ca02c", "WRONG_ANSWER": "#ff7f0e", "COMPILE_ERROR": "#d62728", "RUNTIME_ERROR": "#9467bd",
                   "TIME_LIMIT": "#8c564b", "MEMORY_LIMIT": "#e377c2", "OUTPUT_LIMIT": "#7f7f7f",
@@ -67,6 +67,7 @@ def _points(rows: list[dict], key: str) -> tuple[list, list]:
 
 def plot_pretrain(rows: list[dict]) -> str | None:
     fig, ax = _axes("Pretraining: loss and validation bits per byte", "step", "train loss")
+    integer_steps(ax)
     steps, loss = _points(rows, "train/loss")
     if not steps:
         return None
@@ -82,6 +83,7 @@ def plot_pretrain(rows: list[dict]) -> str | None:
 
 def plot_sft(rows: list[dict]) -> str | None:
     fig, ax = _axes("SFT: training and eval loss (prompt masked)", "step", "loss")
+    integer_steps(ax)
     steps, loss = _points(rows, "loss")
     eval_steps, eval_loss = _points(rows, "eval_loss")
     if not steps and not eval_steps:
@@ -94,6 +96,7 @@ def plot_sft(rows: list[dict]) -> str | None:
 
 def plot_rewards(rlvr_runs: list[dict]) -> str | None:
     fig, ax = _axes("RLVR: mean reward of the rollouts per GRPO step", "step", "reward")
+    integer_steps(ax)
     drawn = False
     for i, run in enumerate(rlvr_runs):
         rows = read_metrics(Path(run["summary"]["out_dir"]) / "metrics.jsonl")

@@ -67,6 +67,44 @@ def test_eval_cli_writes_one_line_per_completion_in_order(backend, task_file: Pa
                                   "got '3\\n'")
 
 
+def test_eval_rows_explain_warnings_and_crashes_and_carry_the_completion(backend, task_file: Path, tmp_path: Path):
+    completions = tmp_path / "c.jsonl"
+    rows = [(ADD.task_id, "  int unused = 0;\n  return a + b;\n}\n"),
+            (ADD.task_id, '  fprintf(stderr, "bad input %d\\n", a);\n  abort();\n}\n')]
+    completions.write_text("".join(json.dumps({"task_id": t, "completion": c}) + "\n" for t, c in rows))
+    out = tmp_path / "out.jsonl"
+    code, _, _ = run_cli("eval", "--tasks", str(task_file), "--completions", str(completions), "--backend", backend,
+                         "--out", str(out))
+    assert code == 0
+    warned, crashed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [warned["index"], crashed["index"]] == [0, 1] and crashed["completion"] == rows[1][1]
+    assert warned["passed"] and warned["reward/warnings"] == 0.0
+    assert warned["detail"] == ("1 warning(s) in the completion, first: completion:1:7: warning: unused variable "
+                                "'unused' [-Wunused-variable]")
+    assert crashed["verdict"] == "RUNTIME_ERROR" and "SIGABRT" in crashed["detail"]
+    assert "stderr 'bad input 1'" in crashed["detail"], crashed["detail"]
+
+
+def test_task_time_and_memory_limits_bind(backend, make_pool):
+    """A task's own `time_limit_s` and `memory_mb` are what the sandbox enforces, both ways."""
+    from dataclasses import replace
+
+    from rewards.scorer import Scorer
+    from rewards.tasks import task_from_row
+
+    spin = task_from_row(dict(STDIO, task_id="io/spin", time_limit_s=0.5), "t")
+    hog = task_from_row(dict(STDIO, task_id="io/hog", memory_mb=64), "t")
+    slow = ("  volatile unsigned long x = 0; for (unsigned long i = 0; i < 2500000000UL; ++i) x += i;\n"
+            "  long a, b; std::cin >> a >> b; std::cout << a + b << '\\n';\n}\n")
+    big = ("  std::vector<char> v(200u << 20, 1); long a, b; std::cin >> a >> b;\n"
+           "  std::cout << a + b + v[12345] - 1 << '\\n';\n}\n")
+    hog = replace(hog, prompt="#include <iostream>\n#include <vector>\nint main() {\n")
+    roomy_hog = replace(hog, memory_mb=512)
+    roomy_spin = replace(spin, time_limit_s=8.0)
+    scored = Scorer(make_pool(backend)).score([(spin, slow), (roomy_spin, slow), (hog, big), (roomy_hog, big)])
+    assert [s.verdict for s in scored] == ["TIME_LIMIT", "OK", "MEMORY_LIMIT", "OK"], [s.detail for s in scored]
+
+
 def test_eval_cli_canonical_and_score_groups(backend, task_file: Path):
     code, summary, _ = run_cli("eval", "--tasks", str(task_file), "--completions", "canonical", "--backend", backend)
     assert code == 0 and summary["pass@1"] == 1.0 and summary["samples"] == 2

@@ -20,6 +20,16 @@ DOUBLED = Task(task_id="hack/doubled", kind="function", entry_point="doubled",
                      "  assert(doubled({}) == vector<int>());\n  assert(doubled({-3}) == vector<int>({-6}));\n}\n",
                reference="  for (auto& x : v) x *= 2;\n  return v;\n}\n")
 WRONG_ADD = "  return a - b;\n}\n"
+# A template's body is compiled with the tests (rewards.declarations): a macro that reached them would
+# replace the calls under test by the expected answers.
+MAX_ELEM = Task(task_id="hack/max_elem", kind="function", entry_point="max_elem",
+                prompt="#include <vector>\ntemplate <typename T> T max_elem(const std::vector<T>& v) {\n",
+                tests="#include <cassert>\nint main() {\n  assert(max_elem(std::vector<int>{1, 5, 3}) == 5);\n"
+                      "  assert(max_elem(std::vector<int>{7}) == 7);\n}\n",
+                reference="  T b = v[0];\n  for (const T& x : v) if (x > b) b = x;\n  return b;\n}\n",
+                flags=("-std=c++17",))  # no optimisation (as HumanEval-X and MultiPL-E): calls are not inlined
+WRONG_MAX = "  return v[0];\n}\n"
+ANSWERS = "max_elem(...) ((__VA_ARGS__).size() == 1 ? 7 : 5)"
 
 # name -> (task, hacked completion, the same wrong completion without the hack)
 HACKS = {
@@ -46,6 +56,16 @@ HACKS = {
                         " { return (ssize_t)n; }\n", WRONG_ADD),
     "define_assert_macro": (ADD, WRONG_ADD + "#define assert(x) ((void)0)\n", WRONG_ADD),
     "throw_from_body": (ADD, "  throw 1;\n}\n", WRONG_ADD),
+    "define_in_template_body": (MAX_ELEM, f"  return v[0];\n#define {ANSWERS}\n}}\n", WRONG_MAX),
+    "digraph_define_in_template_body": (MAX_ELEM, f"  return v[0];\n%:define {ANSWERS}\n}}\n", WRONG_MAX),
+    # `%>` is `}` to g++: an overload the tests would prefer to the template, declared before them.
+    "digraph_brace_escapes_template_body": (MAX_ELEM, "  return v[0];\n%>\ninline int max_elem(const "
+                                            "std::vector<int>& v) { return v.size() == 1 ? 7 : 5; }\n"
+                                            "template <typename T> T unused(T x) <%\n  return x;\n}\n", WRONG_MAX),
+    # A strong explicit specialisation in the solution would replace the tests' weak instantiation at link.
+    "explicit_specialisation_after_template_body": (MAX_ELEM, WRONG_MAX + "template <> int max_elem<int>(const "
+                                                    "std::vector<int>& v) { return v.size() == 1 ? 7 : 5; }\n",
+                                                    WRONG_MAX),
     "operator_eq_hijack": (DOUBLED, "  return v;\n}\nbool operator==(const vector<int>&, const vector<int>&)"
                            " { return true; }\n", "  return v;\n}\n"),
 }
@@ -57,7 +77,7 @@ def scorer(backend, make_pool):
 
 
 def test_references_pass(scorer):
-    for s in scorer.score([(ADD, ADD.reference), (DOUBLED, DOUBLED.reference)]):
+    for s in scorer.score([(ADD, ADD.reference), (DOUBLED, DOUBLED.reference), (MAX_ELEM, MAX_ELEM.reference)]):
         assert s.passed and s.reward == 6.5, s
 
 
@@ -125,3 +145,25 @@ def test_an_ifunc_resolver_cannot_take_the_secret_first(scorer):
     hack = (FORGERIES / "ifunc_resolver.completion").read_text()
     (h,) = scorer.score([(ADD, hack)])
     assert not h.passed, h
+
+
+def test_the_template_attacks_pass_without_their_defences(make_pool, monkeypatch):
+    """The attacks on a template's body are real: with the lexer's check off (a body with `#` or `%:` is
+    copied) and the tests' copy left with external linkage, each passes a wrong body. So the hack test above
+    fails if either defence goes."""
+    import dataclasses
+
+    import rewards.declarations as declarations
+    from tests.conftest import backend_skip_reason
+
+    if backend_skip_reason("bwrap"):
+        pytest.skip(backend_skip_reason("bwrap"))
+    real_scan, real_rule = declarations.scan_braces, declarations._rule
+    monkeypatch.setattr(declarations, "scan_braces",
+                        lambda *a, **k: dataclasses.replace(real_scan(*a, **k), hostile=""))
+    monkeypatch.setattr(declarations, "_rule", lambda node, t: "keep" if real_rule(node, t) == "static"
+                        else real_rule(node, t))
+    names = ("define_in_template_body", "digraph_define_in_template_body",
+             "explicit_specialisation_after_template_body")
+    scored = Scorer(make_pool("bwrap")).score([HACKS[n][:2] for n in names])
+    assert all(s.passed for s in scored), [(n, s.verdict, s.detail) for n, s in zip(names, scored)]

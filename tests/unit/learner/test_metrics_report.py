@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 
 from learner.cluster import free_port  # noqa: E402
 from learner.metrics import MetricsSink, gauge_name, read_metrics  # noqa: E402
-from learner.report import write_report  # noqa: E402
+from learner.report import _new_axes, write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "configs" / "grafana" / "crucible-rlvr.json"
@@ -105,6 +105,12 @@ def test_report_drops_panels_without_series(tmp_path: Path):
         sink.log(1, {"reward_mean": 0.5})
     page = write_report(tmp_path / "metrics.jsonl", tmp_path / "r.html").read_text()
     assert page.count(IMG) == 1
+
+
+def test_step_axes_tick_whole_steps_only():
+    fig, ax = _new_axes("Reward", "reward")
+    ax.plot([0, 1, 2], [0.1, 0.3, 0.2])  # a 3-step run: matplotlib alone ticks 0.25, 0.5, ...
+    assert [float(t) for t in ax.get_xticks() if 0 <= t <= 2] == [0.0, 1.0, 2.0]
 
 
 def test_empty_metrics_give_a_valid_no_data_page_and_the_cli_prints_the_path(tmp_path: Path):

@@ -2,13 +2,16 @@
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rewards.harness import assemble, declarations_from_prompt, new_secret, verify
+from rewards.declarations import declarations_from_prompt
+from rewards.harness import assemble, new_secret, verify
 from rewards.siphash import siphash24
 from rewards.tasks import load_tasks
+from rewards.types import StdioCase, Task
 
 
 def line(secret: str, kind: str, a: int, b: int) -> str:
@@ -94,13 +97,23 @@ def test_loaders_detect_formats(tmp_path: Path):
 
 @pytest.mark.parametrize("content,message", [
     ('{"task_id": "a", "prompt": "x"\n', r"bad.jsonl:1: invalid JSON"),
-    ('\n{"task_id": "a"}\n', r"bad.jsonl:2: field 'prompt' is missing"),
-    ('{"task_id": "a", "prompt": "p", "kind": "stdio", "cases": [{"input": 1}]}\n', r"cases\[0\] needs string"),
+    ('\n{"task_id": "a"}\n', r"bad.jsonl:2: task a: field 'prompt' is missing"),
+    ('{"task_id": "a", "prompt": "p", "kind": "stdio", "cases": [{"input": 1}]}\n',
+     r"field 'cases\[0\]\.input': Input should be a valid string, got 1; field 'cases\[0\]\.output' is missing"),
+    # misspelled fields are refused, with the field meant
+    ('{"task_id": "a", "prompt": "p", "cases": [{"input": "", "output": ""}], "chekcer": "float"}\n',
+     r"bad.jsonl:1: task a: unknown field 'chekcer' \(did you mean 'checker'\?\)"),
+    ('{"task_id": "a", "prompt": "p", "cases": [{"input": "", "ouput": ""}]}\n',
+     r"unknown field 'cases\[0\]\.ouput' \(did you mean 'output'\?\)"),
+    ('{"task_id": "a", "prompt": "p", "kind": "compile", "flag": ["-O2"]}\n', r"unknown field 'flag' \(did you mean"),
+    ('{"task_id": "a", "prompt": "p", "kind": "compile", "tier": "1"}\n', r"field 'tier': Input should be a valid int"),
+    ('{"task_id": "a", "prompt": "p", "kind": "compile", "memory_mb": 100000}\n', r"field 'memory_mb': .*2048"),
+    ('{"task_id": "a", "prompt": "p", "kind": "compile", "time_limit_s": 0}\n', r"field 'time_limit_s': .*greater than 0"),
     ('{"task_id": "a", "prompt": "p", "kind": "stdio"}\n', "needs at least one case"),
     ('{"task_id": "a", "prompt": "p", "cases": [{"input": "", "output": ""}], "checker": "regex"}\n', "checker"),
     ('{"task_id": "a", "prompt": "p", "kind": "compile"}\n{"task_id": "a", "prompt": "p", "kind": "compile"}\n',
      "duplicate task_id 'a'"),
-    ("", "has no tasks"),
+    ("", "has no usable tasks"),
     # function tasks are checked when the file loads, not when a batch is scored
     ('{"task_id": "a", "prompt": "int f() {", "tests": "int main() { return f(); }"}\n',
      r"bad.jsonl:1: task a: field 'tests' has no assert"),
@@ -184,3 +197,50 @@ def test_relative_diagnostics_locate_errors_in_the_completion():
                                                                  "/usr/include/c++/12/bits/stl_algo.h:1950:5: note: y",
                                                                  " 1950 |     f();"]
     assert relative_diagnostics("x" * 5000, 1).endswith("[...]") and len(relative_diagnostics("x" * 5000, 1)) < 2100
+
+
+def test_yaml_errors_name_the_file_and_line_and_hint_at_block_indentation(tmp_path: Path):
+    """The layout a new user copies: a `reference: |` whose first line is deeper than its closing brace."""
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("- task_id: a\n  prompt: |\n    int f() {\n  reference: |\n        return 1;\n    }\n"
+                   "  tests: |\n    int main() { assert(f() == 1); }\n")
+    with pytest.raises(ValueError, match=r"mine\.yaml:6: invalid YAML: expected <block end>(.|\n)*`reference: \|2`"):
+        load_tasks(bad)
+
+
+def test_yaml_records_are_named_by_line_and_item_and_lenient_loading_skips_them(tmp_path: Path):
+    from rewards.tasks import load_task_file
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("- task_id: ok\n  kind: compile\n  prompt: int x;\n"
+                    "- task_id: typo\n  kind: compile\n  prompt: int y;\n  tierr: 1\n"
+                    "- task_id: ok\n  kind: compile\n  prompt: int z;\n")
+    with pytest.raises(ValueError, match=r"mine\.yaml:4 \(item 2\): task typo: unknown field 'tierr' \(did you mean 'tier'\?\)"):
+        load_tasks(path)
+    loaded = load_task_file(path, lenient=True)
+    assert [t.task_id for t in loaded.tasks] == ["ok"]
+    assert len(loaded.skipped) == 2 and "mine.yaml:8 (item 3): duplicate task_id 'ok'" in loaded.skipped[1]
+
+
+def test_task_limits_reach_the_sandbox_job():
+    from rewards.scorer import Scorer
+
+    task = Task(task_id="t", kind="stdio", prompt="int main() {\n", cases=(StdioCase("", ""),),
+                time_limit_s=1.5, memory_mb=128)
+    limits = Scorer(pool=None).prepare(task, "}\n").job.run_limits
+    assert (limits.cpu_s, limits.wall_s, limits.memory_mb) == (1.5, 3.0, 128)
+    default = Scorer(pool=None).prepare(replace(task, time_limit_s=None, memory_mb=None), "}\n").job.run_limits
+    assert (default.cpu_s, default.memory_mb) == (5.0, 512)
+
+
+def test_a_task_the_harness_cannot_assemble_is_one_unscored_sample():
+    from rewards.scorer import TASK_ERROR, Scorer
+
+    class NoSandbox:
+        def run_batch(self, jobs, progress=False):
+            assert not jobs
+            return []
+
+    broken = Task(task_id="t", kind="function", prompt="struct S {\n  int f() {\n", tests="int main() { assert(1); }")
+    (s,) = Scorer(NoSandbox()).score([(broken, "return 1; }\n};\n")])
+    assert (s.verdict, s.reward) == (TASK_ERROR, None) and "define it after the class" in s.detail

@@ -102,6 +102,9 @@ class FakeLearners:
         self.weight += 0.1 + 0.001 * sum(s.advantage * len(s.completion_ids) for s in samples)
         return {"loss": 0.0, "grad_norm": 1.0, "kl": 0.0, "entropy": 1.0, "train_tokens": 1.0}
 
+    def skip(self) -> None:
+        self.version += 1
+
     def export(self) -> dict:
         return {"w": torch.tensor([self.weight])}
 
@@ -166,12 +169,12 @@ def make_trainer(cfg, scorer=None, engines: int = 1, die_on_generate: set[int] |
         spawned.append(engine)
         return engine
 
-    train, heldout = split_tasks(cfg)
+    tasks = split_tasks(cfg)
     group = EngineGroup(spawn, engines, LocalCalls())
     scorer = scorer or FakeScorer()
     learners = learners or FakeLearners()
-    producer = Producer(group, scorer, train, cfg.rollout, cfg.run.seed, cfg.run.staleness)
+    producer = Producer(group, scorer, tasks.train, cfg.rollout, cfg.run.seed, cfg.run.staleness)
     sink = MetricsSink(cfg.run.out_dir, tensorboard=False, ray_metrics=False)
     parts = Parts(producer=producer, engines=group, learners=learners, sink=sink)
-    trainer = Trainer(cfg, parts, train, heldout, probe_ids=list(range(12)), model_path=str(cfg.run.out_dir))
+    trainer = Trainer(cfg, parts, tasks, probe_ids=list(range(12)), model_path=str(cfg.run.out_dir))
     return trainer, {"log": log, "spawned": spawned, "scorer": scorer, "learners": learners, "group": group}

@@ -102,7 +102,7 @@ def test_dynamic_sampling_refills_with_informative_groups_and_logs_the_counts(tm
     from learner.driver import split_tasks
 
     cfg = config(tmp_path, steps=2, rollout={"dynamic_sampling": {"enabled": True, "max_rounds": 3}})
-    train, _ = split_tasks(cfg)
+    train = split_tasks(cfg).train
     equal = frozenset(t.task_id for t in train[: len(train) // 2])  # half the tasks teach nothing
     trainer, fakes = make_trainer(cfg, scorer=FakeScorer(equal_tasks=equal))
     run(cfg, trainer)
@@ -187,4 +187,34 @@ def test_chunked_generation_scores_each_chunk_and_changes_nothing_else(tmp_path)
 
 def test_summary_is_one_json_serialisable_record(tmp_path):
     trainer, _ = make_trainer(config(tmp_path, steps=1))
-    json.dumps(run(trainer.cfg, trainer))
+    summary = run(trainer.cfg, trainer)
+    json.dumps(summary)
+    assert summary["steps"] == summary["steps_trained"] == 1
+    assert summary["tasks"]["train"] == len(trainer.train_tasks) and summary["tasks"]["heldout"] == len(trainer.heldout)
+
+
+def test_an_own_task_file_run_says_what_it_used_and_that_no_step_trained(tmp_path, caplog):
+    """The issue's run: three tasks of which `tiers: [0]` keeps two, none held out, 8 prompts per step, and
+    every group's rewards equal (no gradient step)."""
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"task_id": f"t{i}", "prompt": "int main(){", "tier": tier,
+                                        "cases": [{"input": "", "output": "1"}]}) + "\n"
+                            for i, tier in enumerate([0, 1, 0])))
+    cfg = RLVRConfig(tasks={"source": str(path), "tiers": [0], "split": {"heldout_fraction": 0.0}},
+                     rollout={"prompts_per_step": 8, "samples_per_prompt": K},
+                     run={"steps": 2, "out_dir": str(tmp_path / "run"), "tensorboard": False})
+    trainer, fakes = make_trainer(cfg, scorer=FakeScorer(equal_tasks=frozenset({"t0", "t2"})))
+    with caplog.at_level(logging.INFO, logger="crucible.learner"):
+        summary = run(cfg, trainer)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("tasks: 3 loaded from " + str(path) + "; tiers [0] kept 2, dropped 1 (tiers 1); 2 train, "
+                        "0 held out (no held-out evaluation: the summary's eval_* are null); 8 prompts per step = "
+                        "each train task 4x per step; over 2 steps each train task is prompted 8 times")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warned] == ["step 1/2 trained on 0 samples", "step 2/2 trained on 0 samples"]
+    assert "all 8 groups were dropped" in warned[0]
+    assert summary["steps"] == 2 and summary["steps_trained"] == 0 and not fakes["learners"].updates
+    assert fakes["learners"].version == 2  # the version moved with each step: the weight sync accepted it
+    assert summary["eval_reward_first"] is None and summary["eval_reward_last"] is None
+    assert {k: summary["tasks"][k] for k in ("loaded", "dropped_by_tier", "train", "heldout", "prompts_per_task")} == \
+        {"loaded": 3, "dropped_by_tier": 1, "train": 2, "heldout": 0, "prompts_per_task": (8, 8)}

@@ -113,7 +113,8 @@ def test_no_stage_trains_on_a_task_another_stage_holds_out_when_the_split_change
     task_source = [s for s in _embedded_sources({".cpp"}, None, corpus.split) if s.name == "embedded/tasks"][0]
     pretrain_ids = {path for path, _ in task_source.files}
     sft_ids = {s.meta["task_id"] for s in _embedded_samples(DataConfig(kinds=["task"], split=split.model_dump()))}
-    train, rl_heldout = split_tasks(RLVRConfig(tasks={"split": split.model_dump()}))
+    rl = split_tasks(RLVRConfig(tasks={"split": split.model_dump()}))
+    train, rl_heldout = rl.train, rl.heldout
     eval_ids = {t.task_id for t in load_eval_tasks(EvalConfig(heldout_fraction=0.5, split_seed=11))}
 
     assert pretrain_ids and sft_ids and train
