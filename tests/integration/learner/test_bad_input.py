@@ -122,14 +122,14 @@ def test_empty_task_file(tmp_path: Path):
     empty.write_text("")
     rc, err, _ = run_learner(f"tasks.source={empty}", f"run.out_dir={tmp_path / 'out'}")
     assert rc == 1
-    assert err == f"task file {empty} has no tasks"
+    assert err == f"task file {empty} has no usable tasks"
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("bad_record, says", [
     ("{not json", "invalid JSON"),
     ('{"task_id": "b"}', "field 'prompt' is missing"),
-    ('{"task_id": "b", "prompt": "int main() {", "cases": 5}', "not iterable"),  # a TypeError in the loader
+    ('{"task_id": "b", "prompt": "int main() {", "cases": 5}', "field 'cases': Input should be a valid list"),
 ])
 def test_malformed_task_record_names_file_and_line(tmp_path: Path, bad_record: str, says: str):
     tasks = tmp_path / "tasks.jsonl"
