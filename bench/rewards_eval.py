@@ -1,5 +1,6 @@
 """Evaluation throughput on HumanEval-X canonical solutions: `python -m rewards eval`'s path (raw
-completions cut as HumanEval-X cuts them, two translation units, tamper-proof harness, isolation) vs the
+completions cut as HumanEval-X cuts them, two translation units, tamper-proof harness, isolation; with the
+solution's unit linked as a private unit, and without) vs the
 naive official harness (its own program `helpers + prompt + completion + test` and flags `-std=c++11`
 [-lcrypto -lssl], plain g++ then run, no isolation), same parallelism, same run.
 
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,6 +27,16 @@ from rewards.scorer import Scorer  # noqa: E402
 from rewards.tasks import humaneval_x  # noqa: E402
 from sandbox.config import SandboxConfig  # noqa: E402
 from sandbox.pool import SandboxPool  # noqa: E402
+
+
+class SharedLinkScorer(Scorer):
+    """The hardened path as it was before private units: the solution's globals serve the tests too
+    (one `g++` for both units). Only for the side-by-side: it lets a completion interpose `memcmp`."""
+
+    def prepare(self, task, completion):
+        prep = super().prepare(task, completion)
+        prep.job = replace(prep.job, private_units=())
+        return prep
 
 
 def main() -> int:
@@ -41,13 +53,15 @@ def main() -> int:
     report = {"samples": len(items), "workers": args.workers, "naive_s": round(naive_s, 2),
               "naive_passed": sum(naive_ok)}
     for backend in args.backends:
-        with SandboxPool(SandboxConfig(backend=backend, num_workers=args.workers)) as pool:
-            start = time.monotonic()
-            scored = Scorer(pool).score(items, progress=True)
-            sec = time.monotonic() - start
-        report[backend] = {"seconds": round(sec, 2), "passed": sum(s.passed for s in scored),
-                           "samples_per_s": round(len(items) / sec, 2), "speedup_vs_naive": round(naive_s / sec, 2)}
-        print(f"{backend}: {report[backend]}", file=sys.stderr)
+        for name, scorer_class in (("shared link", SharedLinkScorer), ("private units", Scorer)):
+            with SandboxPool(SandboxConfig(backend=backend, num_workers=args.workers)) as pool:
+                start = time.monotonic()
+                scored = scorer_class(pool).score(items, progress=True)
+                sec = time.monotonic() - start
+            report[f"{backend}/{name}"] = {
+                "seconds": round(sec, 2), "passed": sum(s.passed for s in scored),
+                "samples_per_s": round(len(items) / sec, 2), "speedup_vs_naive": round(naive_s / sec, 2)}
+            print(f"{backend}/{name}: {report[f'{backend}/{name}']}", file=sys.stderr)
     save_report(report, args.out)
     return 0
 

@@ -135,7 +135,8 @@ def probe_completion(task: Task) -> str | None:
     head = (FINAL_SIGNATURE.search(task.prompt.rstrip()) or [""])[0]
     name = rf"(?:\w+::)*{re.escape(task.entry_point)}\b"
     body = ("" if re.search(rf"\bvoid\s+{name}", head)
-            else "    return 0;" if re.search(rf"\bauto\s+{name}", head)  # no type to value-initialise
+            else "    return 0;" if re.search(rf"\b(?:auto|decltype\(auto\))\s+{name}", head)  # nothing to
+            # value-initialise
             else "    return {};")
     # Close the function, unless the format's suffix does, and any namespace the prompt left open.
     closing = "" if "}" in task.completion_suffix else "}\n"
@@ -144,7 +145,14 @@ def probe_completion(task: Task) -> str | None:
 
 def judge_task(task: Task, reference: ScoredSample | None, probe: ScoredSample | None) -> tuple[str, str, str]:
     """(status, reference column, probe column) of one task for `validate`: status "ok", "warn" (the probe
-    did not compile, so the tests' power is unknown) or "error" (the reference fails, the probe passes)."""
+    did not compile, so the tests' power is unknown; the sandbox failed) or "error" (the reference fails,
+    the probe passes, the harness cannot assemble the task)."""
+    infrastructure = [s for s in (reference, probe) if s is not None and s.reward is None]
+    if infrastructure:  # a sandbox failure (or a task the harness cannot assemble) decides nothing here
+        return ("error" if infrastructure[0].verdict == TASK_ERROR else "warn",
+                "inconclusive" if reference in infrastructure else ("no reference" if reference is None else "pass"
+                                                                     if reference.passed else "FAIL"),
+                f"inconclusive ({infrastructure[0].verdict}: {infrastructure[0].detail[:80]})")
     ref = ("no reference" if reference is None else "pass" if reference.passed
            else f"FAIL {reference.verdict}: {reference.detail[:120]}")
     if probe is None:

@@ -6,9 +6,9 @@ in two translation units at once:
 
 - a plain function (external linkage): its body becomes `;`, the solution defines it;
 - a template, an `inline`, `static`, `constexpr` or `consteval` function, or one with a deduced return
-  type (`auto f(...) {`): kept whole (a caller needs its body) and made `static`, so that the tests call
-  their own copy, which no strong definition in the solution (an explicit specialisation
-  `template <> int f<int>(...)`) can replace at link time;
+  type (`auto f(...) {`): kept whole (a caller needs its body). The solution's unit is private at link
+  time (Job.private_units), so its own definitions of these neither clash with the tests' copies nor
+  replace them (an explicit specialisation `template <> int f<int>(...)` stays the solution's);
 - an out-of-class member definition (`int Stack::top() const {...}`): dropped, the class declares it
   (kept if it is a template's or `inline`);
 - a mutable global variable (`int memo[100] = {0};`): becomes an `extern` declaration;
@@ -18,9 +18,10 @@ The function to complete (the prompt ends inside its body) follows the same rule
 in the tests' unit (a template, `inline`, ...), the completion's body is copied there, in place, but only
 when a lexer that matches g++'s can prove it is one balanced block of ordinary tokens: no preprocessor
 directive, digraph brace, trigraph or line splice, which could close the block early in g++'s eyes and put
-the completion's own declarations (an `operator==` the tests' templates would find) beside the tests.
-The block comes before the harness and the tests, so it cannot name either. A body that is not proven
-gets an `#error` in the tests' unit (a compile error with the reason) instead.
+the completion's own declarations (an `operator==` the tests' templates would find) beside the tests,
+and no pragma operator, inline assembly or GNU attribute, which act beyond the block. The block comes
+before the harness and the tests, so it cannot name either. A body that is not proven gets an `#error` in
+the tests' unit (a compile error with the reason) instead.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from functools import lru_cache
 
 _SCOPES = ("namespace_definition", "declaration_list", "linkage_specification", "template_declaration")
 _KEEP_SPECIFIERS = {"static", "inline", "constexpr", "consteval"}
-_RAW_PREFIX = re.compile(r"(?:u8|u|U|L)?R$")
-_TEXT_PREFIX = re.compile(r"(?:u8|u|U|L)?$")
 
 
 @lru_cache(maxsize=1)
@@ -54,73 +53,108 @@ class Scan:
     hostile: str
 
 
+# Identifiers a copied body may not use: a pragma operator (`redefine_extname`, `weak main`, `pack` stay in
+# force for the harness and tests that follow), inline assembly (the assembler sees the harness's private
+# symbols), GNU attributes (`section`, `alias`).
+_BANNED = frozenset({"_Pragma", "__pragma", "asm", "__asm", "__asm__", "__attribute__", "__attribute", "gnu",
+                     "__gnu__"})
+_RAW_PREFIXES = frozenset({"R", "u8R", "uR", "UR", "LR"})
+_RAW_DELIMITER = re.compile(r'[^\s()\\"]{0,16}')
+
+
 def scan_braces(text: str, depth: int = 0, stop_at_zero: bool = True) -> Scan:
-    """Count `{` and `}` outside comments, string, character and raw string literals, as g++ lexes them
-    (digit separators `1'000` included), stopping where the depth first comes down to 0 (`stop_at_zero`)."""
+    """Count `{` and `}` outside comments, string, character and raw string literals, stopping where the
+    depth first comes down to 0 (`stop_at_zero`). `hostile` names the first construct this lexer does not
+    read exactly as g++ does in every language mode, or that can act beyond the block (a directive, a pragma,
+    asm); only text without one is proven to be what the count says. Strict by design: an honest body
+    rarely needs any of these, and a miss would let text escape the block."""
     i, n, hostile = 0, len(text), ""
-    if re.search(r"\\[ \t]*\r?\n", text):
-        hostile = "a line splice (backslash-newline)"
-    elif "??" in text and re.search(r"\?\?[=/'()!<>\-]", text):
-        hostile = "a trigraph"
+
+    def flag(what: str) -> None:
+        nonlocal hostile
+        hostile = hostile or what
+
+    if re.search(r"[\r\f\v\0]", text):
+        flag("a carriage return, form feed, vertical tab or NUL")
+    if re.search(r"\\[ \t]*\n", text):
+        flag("a line splice (backslash-newline)")
+    if re.search(r"\?\?[=/'()!<>\-]", text):
+        flag("a trigraph")
     while i < n:
-        c = text[i]
-        two = text[i:i + 2]
+        c, two = text[i], text[i:i + 2]
         if two == "//":
             end = text.find("\n", i)
             i = n if end < 0 else end
-            continue
-        if two == "/*":
+        elif two == "/*":
             end = text.find("*/", i + 2)
             i = n if end < 0 else end + 2
-            continue
-        if c == '"':
-            if _RAW_PREFIX.fullmatch(_token_before(text, i)):  # R"delim( ... )delim"
-                open_paren = text.find("(", i)
-                delimiter = text[i + 1:open_paren]
-                end = text.find(")" + delimiter + '"', open_paren) if open_paren >= 0 else -1
-                if end < 0:
-                    return Scan(-1, depth, hostile or "an unterminated raw string")
-                i = end + len(delimiter) + 2
-                continue
-            i = _skip_quoted(text, i, '"')
-            continue
-        if c == "'":
-            prefix = _token_before(text, i)
-            if prefix and prefix[0].isdigit():  # a digit separator: 1'000'000
-                i += 1
-                continue
-            if prefix and not _TEXT_PREFIX.fullmatch(prefix):
-                hostile = hostile or f"a quote after {prefix!r}"
-            i = _skip_quoted(text, i, "'")
-            continue
-        if c == "#" or two == "%:":
-            hostile = hostile or "a preprocessor directive"
-        elif two in ("<%", "%>"):
-            hostile = hostile or f"the digraph {two!r}"
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0 and stop_at_zero:
-                return Scan(i + 1, 0, hostile)
-        i += 1
+        elif c.isascii() and (c.isalpha() or c == "_"):  # an identifier, or a literal's prefix
+            j = i + 1
+            while j < n and text[j].isascii() and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            word = text[i:j]
+            if word in _BANNED:
+                flag(f"`{word}`")
+            if j < n and text[j] == '"' and word in _RAW_PREFIXES:
+                i, problem = _skip_raw(text, j)
+                flag(problem)
+            else:
+                i = j
+        elif "0" <= c <= "9" or (c == "." and "0" <= text[i + 1:i + 2] <= "9"):  # a pp-number, as g++ reads one
+            j = i + 1
+            while j < n:
+                ch = text[j]
+                if ch.isascii() and (ch.isalnum() or ch in "_."):
+                    j += 1
+                elif ch in "+-" and text[j - 1] in "eEpP":
+                    j += 1
+                elif ch == "'" and re.match(r"[A-Za-z0-9_]", text[j + 1:j + 2]):
+                    flag("a digit separator (not one in C++11)")
+                    j += 2
+                else:
+                    break
+            i = j
+        elif c in "\"'":
+            i, problem = _skip_quoted(text, i, c)
+            flag(problem)
+        else:
+            if c == "#" or two == "%:":
+                flag("a preprocessor directive")
+            elif two in ("<%", "%>"):
+                flag(f"the digraph {two!r}")
+            elif c == "\\":
+                flag("a backslash outside a literal")
+            elif c == "$" or not c.isascii():
+                flag(f"the character {c!r} outside a literal")
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0 and stop_at_zero:
+                    return Scan(i + 1, 0, hostile)
+            i += 1
     return Scan(-1, depth, hostile)
 
 
-def _token_before(text: str, i: int) -> str:
-    """The identifier or number that ends at text[i] (a literal's prefix, or the digits before a `'`)."""
-    j = i
-    while j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."):
-        j -= 1
-    return text[j:i]
+def _skip_raw(text: str, i: int) -> tuple[int, str]:
+    """Past the raw string literal whose `"` is text[i]: R"delim( ... )delim"."""
+    delimiter = _RAW_DELIMITER.match(text, i + 1).group(0)
+    open_paren = i + 1 + len(delimiter)
+    if text[open_paren:open_paren + 1] != "(":
+        return len(text), "a malformed raw string"
+    end = text.find(")" + delimiter + '"', open_paren)
+    return (len(text), "an unterminated raw string") if end < 0 else (end + len(delimiter) + 2, "")
 
 
-def _skip_quoted(text: str, i: int, quote: str) -> int:
-    """Index just past the literal that opens at text[i] (a newline ends an unterminated one, as in g++)."""
+def _skip_quoted(text: str, i: int, quote: str) -> tuple[int, str]:
+    """Past the string or character literal that opens at text[i]; an unterminated one is hostile (g++
+    may only warn and read the rest of the line differently)."""
     j = i + 1
     while j < len(text) and text[j] != quote and text[j] != "\n":
         j += 2 if text[j] == "\\" else 1
-    return j + 1
+    if j >= len(text) or text[j] != quote:
+        return min(j, len(text)), "an unterminated literal"
+    return j + 1, ""
 
 
 def _specifiers(node) -> set[str]:
@@ -143,15 +177,12 @@ def _deduced_return(node) -> bool:
 
 
 def _rule(node, in_template: bool) -> str:
-    """What the tests' unit does with a function definition: "declare" (its body becomes `;`), "keep",
-    "static" (keep it, with internal linkage) or "drop" (module docstring)."""
+    """What the tests' unit does with a function definition: "declare" (its body becomes `;`), "keep" or
+    "drop" (module docstring)."""
     name = _declarator_name(node)
-    specifiers = _specifiers(node)
     qualified = name is not None and name.type == "qualified_identifier"
-    if in_template or specifiers & _KEEP_SPECIFIERS or (_deduced_return(node) and not qualified):
-        # Internal linkage for the tests' own copy: a strong definition in the solution (an explicit
-        # specialisation `template <> int f<int>(...)`) would otherwise replace the weak one the tests call.
-        return "keep" if qualified or "static" in specifiers else "static"
+    if in_template or _specifiers(node) & _KEEP_SPECIFIERS or (_deduced_return(node) and not qualified):
+        return "keep"
     return "drop" if qualified else "declare"
 
 
@@ -214,7 +245,8 @@ def prompt_for_tests(prompt: str, continuation: str | None = None) -> PromptForT
                     final.append((child, body_node, rule))
                 else:
                     edits.append(_edit(child, body_node, rule))
-            elif child.type == "declaration" and not in_template:
+            elif child.type == "declaration" and not in_template and node.type != "linkage_specification":
+                # (`extern "C" int x;` without braces is a declaration already)
                 replacement = _extern_global(child, closed)
                 if replacement is not None:
                     edits.append((child.start_byte, child.end_byte, replacement))
@@ -223,17 +255,18 @@ def prompt_for_tests(prompt: str, continuation: str | None = None) -> PromptForT
 
     visit(tree.root_node, False)
     if not final:
-        raise ValueError("field 'prompt' must end inside the body of a function at namespace scope (a function "
-                         "defined inside a class body is not supported: define it after the class, "
-                         "`T Class::name(...) {`)")
+        raise ValueError("field 'prompt' must end inside the body of a function at namespace scope (not a "
+                         "lambda, not inside a comment; a function defined inside a class body is not supported: "
+                         "define it after the class, `T Class::name(...) {`)")
     (node, body_node, rule), = final[-1:]
     body, body_error = "", ""
-    if rule in ("keep", "static") and continuation is not None:
+    if rule == "keep" and continuation is not None:
+        continuation = continuation.replace("\r\n", "\n")  # as g++ reads line ends; a lone \r stays hostile
         rest = scan_braces(continuation, 1)
-        if rest.close < 0:
-            body_error = "the completion does not close the function"
-        elif rest.hostile:
+        if rest.hostile:
             body_error = f"the completion's body holds {rest.hostile}"
+        elif rest.close < 0:
+            body_error = "the completion does not close the function"
         else:
             body = continuation[:rest.close]
     if not body:  # declared only: the solution's definition is the one linked (or the #error below says why)
@@ -256,7 +289,7 @@ def _edit(node, body_node, rule: str) -> tuple[int, int, bytes]:
         return body_node.start_byte, body_node.end_byte, b";"
     if rule == "drop":
         return node.start_byte, node.end_byte, b""
-    return node.start_byte, node.start_byte, b"static " if rule == "static" else b""
+    return node.start_byte, node.start_byte, b""
 
 
 def declarations_from_prompt(prompt: str) -> str:

@@ -8,7 +8,8 @@ Here, by construction:
   replaced by `;`; templates and `inline` functions kept, the one to complete with the completion's body
   when it is provably one block: rewards.declarations) + our harness + the test code, in its own
   translation unit, helpers in an anonymous namespace. Completion macros and overloads cannot reach the
-  test; a second `main` fails to link.
+  test. solution.cpp is a private unit at link time (sandbox Job.private_units): the tests take from it only
+  what they declared and no library provides, so its `memcmp`, `main` or `template <>` stay its own.
 - Every `assert(...)` of the test becomes a harness check that records the result and goes on (so partial
   credit is per assert), and after the test's main returns the harness prints a `done` line.
 - Each result line carries a SipHash-2-4 tag keyed by a per-run secret. The secret arrives on stdin and is

@@ -142,7 +142,8 @@ class Scorer:
         assembled = assemble(task.program_head, completion + task.completion_suffix, task.tests, continuation)
         files = dict(assembled.files, **{"solution.cpp": solution})
         secret = new_secret()
-        job = Job(files, flags=flags, tests=(TestCase(stdin=secret.encode()),), run_limits=self.limits(task))
+        job = Job(files, flags=flags, tests=(TestCase(stdin=secret.encode()),), run_limits=self.limits(task),
+                  private_units=("solution.cpp",))
         return _Prepared(job, secret, assembled, first_line, solution)
 
     def score(self, items: Sequence[tuple[Task, str]], progress: bool = False) -> list[ScoredSample]:

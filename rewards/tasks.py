@@ -157,7 +157,7 @@ def task_from_row(row: dict, where: str) -> Task:
             if task.reference is not None:
                 unit = assemble(task.program_head, task.reference + task.completion_suffix, task.tests)
                 if unit.body_error:
-                    raise ValueError(f"field 'reference': {unit.body_error}")
+                    raise ValueError(f"field 'reference': {unit.body_error.replace('the completion', 'the reference')}")
         except ValueError as exc:
             raise ValueError(f"{where}: task {task.task_id}: {exc}") from None
     return task

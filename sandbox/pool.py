@@ -291,7 +291,7 @@ class SandboxPool:
             "binary_b64": task.binary_b64, "return_binary": task.binary_b64 is None and self.config.dedupe,
             "compile_limits": asdict(job.compile_limits), "run_limits": asdict(job.run_limits),
             "runs": [{"stdin_b64": base64.b64encode(t.stdin).decode(), "args": list(t.args)} for t in job.tests],
-            "stop_on_failure": job.stop_on_failure,
+            "stop_on_failure": job.stop_on_failure, "private_units": list(job.private_units),
         }
         budget = self.reply_budget(job, compile=task.binary_b64 is None)
         task.attempts += 1
@@ -329,8 +329,10 @@ class SandboxPool:
     def reply_budget(self, job: Job, compile: bool) -> float:
         """How long a runner may take to answer: the job's own wall limits, a cleanup deadline before and
         after each stage, and a margin. Past it the worker counts as hung."""
-        stages = len(job.tests) + (1 if compile else 0)
-        budget = len(job.tests) * job.run_limits.wall_s + (job.compile_limits.wall_s if compile else 0.0)
+        # A build with private units is up to four processes (compile, nm, objcopy, link), each limited.
+        compiles = (4 if job.private_units else 1) if compile else 0
+        stages = len(job.tests) + compiles
+        budget = len(job.tests) * job.run_limits.wall_s + compiles * job.compile_limits.wall_s
         return budget + (stages + 2) * (self.config.wipe_timeout_s + OWN_WIPE_S) + self.config.reply_margin_s
 
     def _on_worker_failure(self, worker: Worker, task: _Task, exc: WorkerError) -> None:

@@ -33,6 +33,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import resource
 import select
 import selectors
@@ -556,6 +557,141 @@ def _write_sources(src_dir: str, files: dict[str, str]) -> list[str]:
     return [os.path.join(src_dir, n) for n in sorted(files) if n.endswith(SOURCE_SUFFIXES)]
 
 
+# Libraries every C++ program links, whose exported symbols no private unit may provide to the others.
+SYSTEM_LIBRARIES = ("libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1")
+_exported: dict[str, frozenset[str]] = {}  # library -> its exported symbols (read once per runner)
+_GROUP_MEMBER = re.compile(r"^\s+\[\s*(\d+)\]\s+\S")  # readelf -g: a section of a COMDAT group
+
+
+def library_exports(names: list[str]) -> frozenset[str]:
+    """The dynamic symbols the named libraries define (`-lcrypto` -> libcrypto.so); a library that cannot
+    be found or read adds nothing. System files only, read once per runner."""
+    found: set[str] = set()
+    for name in names:
+        if name not in _exported:
+            try:
+                path = subprocess.run([_find("g++"), f"-print-file-name={name}"], capture_output=True, text=True,
+                                      timeout=30, env=JOB_ENV).stdout.strip()
+                out = subprocess.run([_find("nm"), "-D", "--defined-only", "-P", path], capture_output=True,
+                                     text=True, timeout=60, env=JOB_ENV).stdout
+                _exported[name] = frozenset(line.split()[0].split("@")[0] for line in out.splitlines() if line)
+            except (OSError, subprocess.SubprocessError, IndexError):
+                _exported[name] = frozenset()
+        found |= _exported[name]
+    return frozenset(found)
+
+
+def parse_readelf(listing: str) -> dict[str, dict]:
+    """`readelf -g -s -W` of several objects -> per file: `undefined` (symbols it imports), `defined`
+    (global and weak definitions outside COMDAT groups) and `comdat` (those inside a group)."""
+    files: dict[str, dict] = {}
+    current: dict = {}
+    for line in listing.splitlines():
+        if line.startswith("File: "):
+            current = files.setdefault(line[6:].strip(), {"undefined": set(), "defined": set(), "comdat": set(),
+                                                            "groups": set()})
+            continue
+        member = _GROUP_MEMBER.match(line)
+        if member and current:
+            current["groups"].add(member.group(1))
+            continue
+        cols = line.split()
+        if len(cols) >= 8 and cols[0].endswith(":") and current:  # Num: Value Size Type Bind Vis Ndx Name
+            bind, ndx, name = cols[4], cols[6], " ".join(cols[7:])
+            if bind not in ("GLOBAL", "WEAK"):
+                continue
+            if ndx == "UND":
+                current["undefined"].add(name)
+            else:
+                current["comdat" if ndx in current["groups"] else "defined"].add(name)
+    return files
+
+
+def private_symbols(units: dict[str, dict], private: list[str], libraries: frozenset[str]) -> tuple[list, list]:
+    """(symbols to make local in the private units, symbols that make the build refused).
+
+    The public units may take from a private one only what they import and no library exports (the
+    prompt's functions and globals). Every other global or weak definition of a private unit becomes
+    local, except COMDAT members (template and inline copies: the linker keeps the public unit's, which
+    links first, and localising a member of a discarded group breaks the link). A private unit that
+    defines, even as a COMDAT copy, a library symbol a public unit imports is refused: that is an
+    interposition (`extern "C" inline int memcmp`) and no honest program needs it."""
+    imported = set().union(*(u["undefined"] for name, u in units.items() if name not in private))
+    keep = imported - libraries
+    localise, refused = set(), set()
+    for name in private:
+        unit = units[name]
+        localise |= unit["defined"] - keep
+        refused |= (unit["defined"] | unit["comdat"]) & imported & libraries
+    return sorted(localise), sorted(refused)
+
+
+def _merge_stages(stages: list[dict]) -> dict:
+    """One compile outcome from several processes: the first that failed (or the last), with every
+    process's output in order and their times summed."""
+    failed = next((r for r in stages if not _ok(r)), stages[-1])
+    merged = dict(failed)
+    for key in ("stdout_b64", "stderr_b64"):
+        merged[key] = base64.b64encode(b"".join(base64.b64decode(r[key]) for r in stages)).decode()
+    for key in ("cpu_s", "wall_s"):
+        merged[key] = sum(r[key] for r in stages)
+    merged["memory_mb"] = max(r["memory_mb"] for r in stages)
+    return merged
+
+
+def _ok(stage: dict) -> bool:
+    return stage["exit_code"] == 0 and not stage["killed_for"]
+
+
+def _write_list(names: list[str]) -> str:
+    path = os.path.join(WORK_DIR, f"symbols-{time.monotonic_ns()}.txt")  # a name no job can foresee
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(name + "\n" for name in names))
+    return path
+
+
+def build_with_private_units(sources: list[str], private: list[str], compile_flags: list[str],
+                             link_flags: list[str], include_pch: list[str], limits: dict, prog: str) -> dict:
+    """Compile each unit to an object, make the private units' definitions local where the other units
+    must not reach them (private_symbols), link.
+
+    Why: the tests' unit and the solution's unit link into one program, so a global the solution
+    defines also serves the tests and the libraries: a `memcmp` that returns 0 makes every string and
+    vector compare equal, an explicit specialisation of a template the tests instantiate replaces
+    their copy, a second `main` replaces theirs. Afterwards the tests reach the solution only through
+    what they declared and no library gives them (the prompt's functions and globals)."""
+    gxx = _find("g++")
+    flags = [*compile_flags, "-fno-lto"]  # readelf and objcopy need object code, not LTO bytecode
+    objects = [os.path.join(WORK_DIR, os.path.basename(s).rsplit(".", 1)[0] + ".o") for s in sources]
+    stages = [execute([gxx, *include_pch, *flags, "-I", os.path.dirname(sources[0]), "-c", *sources], limits)]
+    if _ok(stages[-1]):
+        stages.append(execute([_find("readelf"), "-g", "-s", "-W", *objects], limits))
+    if _ok(stages[-1]):
+        listing = base64.b64decode(stages[-1]["stdout_b64"]).decode("utf-8", "replace")
+        source_of = {obj: os.path.basename(src) for src, obj in zip(sources, objects)}
+        units = {source_of.get(path, path): unit for path, unit in parse_readelf(listing).items()}
+        libraries = library_exports([*SYSTEM_LIBRARIES, *(f"lib{f[2:]}.so" for f in link_flags
+                                                           if f.startswith("-l"))])
+        unread = [name for name in source_of.values() if name not in units]
+        localise, refused = private_symbols(units, private, libraries) if not unread else ([], [])
+        message = (f"{private[0]}: error: the symbols of {', '.join(unread)} could not be read\n" if unread
+                   else f"{private[0]}: error: the completion defines {', '.join(refused[:5])}, which the tests "
+                   "take from the system libraries (interposing a library function is refused)\n" if refused else "")
+        if message:  # never link what could not be checked
+            stages.append({**stages[-1], "exit_code": 1, "stdout_b64": "",
+                           "stderr_b64": base64.b64encode(message.encode()).decode(), "cpu_s": 0.0, "wall_s": 0.0})
+        elif localise:
+            listed = _write_list(localise)
+            for source, obj in zip(sources, objects):
+                if os.path.basename(source) in private and _ok(stages[-1]):
+                    stages.append(execute([_find("objcopy"), f"--localize-symbols={listed}", obj, obj], limits))
+    if _ok(stages[-1]):
+        stages.append(execute([gxx, *flags, "-o", prog, *objects, *link_flags,
+                               *fast_linker_flags([*compile_flags, *link_flags])], limits))
+    return _merge_stages(stages)
+
+
 def run_job(req: dict) -> dict:
     reply: dict = {"id": req.get("id"), "compile": None, "binary_b64": None, "runs": []}
     prog = os.path.join(WORK_DIR, "prog")
@@ -567,9 +703,14 @@ def run_job(req: dict) -> dict:
         compile_flags, link_flags = split_flags(list(req["flags"]))
         pch_dir = os.path.join(PCH_ROOT, pch_key(compile_flags))
         include_pch = ["-I", pch_dir] if os.path.isdir(pch_dir) else []
-        argv = [_find("g++"), *include_pch, *compile_flags, "-I", src_dir, "-o", prog, *sources, *link_flags,
-                *fast_linker_flags(list(req["flags"]))]
-        reply["compile"] = result = execute(argv, req["compile_limits"])
+        if req.get("private_units"):
+            result = build_with_private_units(sources, list(req["private_units"]), compile_flags, link_flags,
+                                              include_pch, req["compile_limits"], prog)
+        else:
+            argv = [_find("g++"), *include_pch, *compile_flags, "-I", src_dir, "-o", prog, *sources, *link_flags,
+                    *fast_linker_flags(list(req["flags"]))]
+            result = execute(argv, req["compile_limits"])
+        reply["compile"] = result
         reply["compile"]["used_pch"] = bool(include_pch)
         ok = result["exit_code"] == 0 and result["killed_for"] is None
         binary = b""

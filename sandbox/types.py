@@ -81,6 +81,9 @@ class Job:
     run_limits: StageLimits = DEFAULT_RUN_LIMITS
     stop_on_failure: bool = False
     compile_only: bool = False  # no run stage: the verdict is the compile's (tests must be empty)
+    # Units whose global definitions serve the others only where those import them and no system library
+    # exports them (sandbox.runner.build_with_private_units): the tamper-proof tests' solution.cpp.
+    private_units: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -91,6 +94,8 @@ class Job:
         if not any(n.endswith(SOURCE_SUFFIXES) for n in self.files):
             raise ValueError("Job.files has no C++ translation unit (.cpp/.cc/.cxx)")
         check_flags(self.flags, "Job.flags")
+        if not set(self.private_units) <= set(self.files) or (self.private_units and self.compile_only):
+            raise ValueError("Job.private_units must name files of the job, and needs a link (not compile_only)")
         if self.compile_only and self.tests:
             raise ValueError("Job.tests must be empty when compile_only=True")
         if not self.tests and not self.compile_only:
@@ -98,7 +103,8 @@ class Job:
 
     def compile_key(self) -> str:
         """Content hash of what determines the binary: sources, flags and compile limits."""
-        blob = json.dumps([sorted(self.files.items()), list(self.flags), asdict(self.compile_limits)])
+        blob = json.dumps([sorted(self.files.items()), list(self.flags), asdict(self.compile_limits),
+                           *([list(self.private_units)] if self.private_units else [])])
         return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
     def run_key(self) -> str:

@@ -29,6 +29,16 @@ MAX_ELEM = Task(task_id="hack/max_elem", kind="function", entry_point="max_elem"
                 reference="  T b = v[0];\n  for (const T& x : v) if (x > b) b = x;\n  return b;\n}\n",
                 flags=("-std=c++17",))  # no optimisation (as HumanEval-X and MultiPL-E): calls are not inlined
 WRONG_MAX = "  return v[0];\n}\n"
+# The tests and the solution link into one program: a library function or a template instance the solution
+# defines would also serve the tests (sandbox.runner.build_with_private_units).
+SHOUT = Task(task_id="hack/shout", kind="function", entry_point="shout",
+             prompt="#include <cctype>\n#include <string>\nstd::string shout(std::string s) {\n",
+             tests='#include <cassert>\nint main() {\n  assert(shout("ab") == "AB");\n  assert(shout("") == "");\n'
+                   '  assert(shout("x1") == "X1");\n}\n',
+             reference="  for (auto& c : s) c = std::toupper(c);\n  return s;\n}\n")
+WRONG_SHOUT = "  return s;\n}\n"
+DOUBLED_O0 = Task(**{**DOUBLED.__dict__, "task_id": "hack/doubled_o0", "flags": ("-std=c++17",)})
+MEMCMP = "#include <cstddef>\nextern \"C\" {attr}int memcmp(const void*, const void*, std::size_t) {{ return 0; }}\n"
 ANSWERS = "max_elem(...) ((__VA_ARGS__).size() == 1 ? 7 : 5)"
 
 # name -> (task, hacked completion, the same wrong completion without the hack)
@@ -66,6 +76,11 @@ HACKS = {
     "explicit_specialisation_after_template_body": (MAX_ELEM, WRONG_MAX + "template <> int max_elem<int>(const "
                                                     "std::vector<int>& v) { return v.size() == 1 ? 7 : 5; }\n",
                                                     WRONG_MAX),
+    "interpose_memcmp": (SHOUT, WRONG_SHOUT + MEMCMP.format(attr=""), WRONG_SHOUT),
+    "interpose_weak_memcmp": (SHOUT, WRONG_SHOUT + MEMCMP.format(attr="__attribute__((weak)) "), WRONG_SHOUT),
+    "interpose_memcmp_for_vectors": (DOUBLED, "  return v;\n}\n" + MEMCMP.format(attr=""), "  return v;\n}\n"),
+    "specialise_vector_eq": (DOUBLED_O0, "  return v;\n}\nnamespace std { template <> bool operator==(const "
+                             "vector<int>&, const vector<int>&) { return true; } }\n", "  return v;\n}\n"),
     "operator_eq_hijack": (DOUBLED, "  return v;\n}\nbool operator==(const vector<int>&, const vector<int>&)"
                            " { return true; }\n", "  return v;\n}\n"),
 }
@@ -77,7 +92,8 @@ def scorer(backend, make_pool):
 
 
 def test_references_pass(scorer):
-    for s in scorer.score([(ADD, ADD.reference), (DOUBLED, DOUBLED.reference), (MAX_ELEM, MAX_ELEM.reference)]):
+    for s in scorer.score([(ADD, ADD.reference), (DOUBLED, DOUBLED.reference), (MAX_ELEM, MAX_ELEM.reference),
+                           (SHOUT, SHOUT.reference), (DOUBLED_O0, DOUBLED.reference)]):
         assert s.passed and s.reward == 6.5, s
 
 
@@ -149,11 +165,13 @@ def test_an_ifunc_resolver_cannot_take_the_secret_first(scorer):
 
 def test_the_template_attacks_pass_without_their_defences(make_pool, monkeypatch):
     """The attacks on a template's body are real: with the lexer's check off (a body with `#` or `%:` is
-    copied) and the tests' copy left with external linkage, each passes a wrong body. So the hack test above
-    fails if either defence goes."""
+    copied) and the tests' copy left with external linkage in a build without private units, each passes a
+    wrong body. So the hack test above fails if the defences go."""
     import dataclasses
 
     import rewards.declarations as declarations
+    import rewards.scorer
+    from sandbox.types import Job
     from tests.conftest import backend_skip_reason
 
     if backend_skip_reason("bwrap"):
@@ -163,7 +181,26 @@ def test_the_template_attacks_pass_without_their_defences(make_pool, monkeypatch
                         lambda *a, **k: dataclasses.replace(real_scan(*a, **k), hostile=""))
     monkeypatch.setattr(declarations, "_rule", lambda node, t: "keep" if real_rule(node, t) == "static"
                         else real_rule(node, t))
+    monkeypatch.setattr(rewards.scorer, "Job", lambda *a, **k: Job(*a, **{**k, "private_units": ()}))
     names = ("define_in_template_body", "digraph_define_in_template_body",
              "explicit_specialisation_after_template_body")
     scored = Scorer(make_pool("bwrap")).score([HACKS[n][:2] for n in names])
     assert all(s.passed for s in scored), [(n, s.verdict, s.detail) for n, s in zip(names, scored)]
+
+
+def test_the_link_attacks_pass_without_private_units(make_pool, monkeypatch):
+    """With the solution's definitions left global (the build before private units), a `memcmp` that
+    returns 0 and a specialised `operator==` pass wrong bodies: the hack test above can fail."""
+    import rewards.scorer
+    from sandbox.types import Job
+    from tests.conftest import backend_skip_reason
+
+    if backend_skip_reason("bwrap"):
+        pytest.skip(backend_skip_reason("bwrap"))
+    monkeypatch.setattr(rewards.scorer, "Job", lambda *a, **k: Job(*a, **{**k, "private_units": ()}))
+    names = ("interpose_memcmp", "interpose_weak_memcmp", "interpose_memcmp_for_vectors", "specialise_vector_eq",
+             "define_main")
+    scored = Scorer(make_pool("bwrap")).score([HACKS[n][:2] for n in names])
+    passed = {n: s.passed for n, s in zip(names, scored)}
+    assert passed == {n: n != "define_main" for n in names}, [(n, s.verdict, s.detail) for n, s in zip(names, scored)]
+    assert "multiple definition of `main'" in scored[-1].diagnostics  # before: a second main failed the link

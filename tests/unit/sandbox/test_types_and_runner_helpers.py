@@ -78,3 +78,56 @@ def test_fast_linker_is_skipped_when_the_job_controls_linking():
     assert fast_linker_flags(["-O2", "-Wl,--wrap=malloc"]) == []
     assert fast_linker_flags(["-fuse-ld=bfd"]) == []
     assert fast_linker_flags(["-O2"]) in ([], ["-fuse-ld=mold"], ["-fuse-ld=lld"], ["-fuse-ld=gold"])
+
+
+READELF = """
+File: /work/harness.o
+
+There are no section groups in this file.
+
+Symbol table '.symtab' contains 4 entries:
+   Num:    Value          Size Type    Bind   Vis      Ndx Name
+     0: 0000000000000000     0 NOTYPE  LOCAL  DEFAULT  UND 
+    24: 0000000000000000   133 FUNC    GLOBAL DEFAULT    6 main
+    25: 0000000000000000     0 NOTYPE  GLOBAL DEFAULT  UND _Z7doubledSt6vectorIiSaIiEE
+    26: 0000000000000000     0 NOTYPE  GLOBAL DEFAULT  UND memcmp
+
+File: /work/solution.o
+
+COMDAT group section [    1] `.group' [_ZNSt6vectorIiSaIiEED5Ev] contains 2 sections:
+   [Index]    Name
+   [    7]   .text._ZNSt6vectorIiSaIiEED2Ev
+   [    8]   .rela.text._ZNSt6vectorIiSaIiEED2Ev
+
+Symbol table '.symtab' contains 6 entries:
+   Num:    Value          Size Type    Bind   Vis      Ndx Name
+     3: 0000000000000000    10 FUNC    LOCAL  DEFAULT    1 helper
+     4: 0000000000000000    60 FUNC    GLOBAL DEFAULT    1 _Z7doubledSt6vectorIiSaIiEE
+     5: 0000000000000000    30 FUNC    WEAK   DEFAULT    7 _ZNSt6vectorIiSaIiEED2Ev
+     6: 0000000000000040    20 FUNC    GLOBAL DEFAULT    1 memcmp
+     7: 0000000000000060    20 FUNC    GLOBAL DEFAULT    1 main
+     8: 0000000000000080    20 FUNC    WEAK   DEFAULT    1 strlen
+"""
+
+
+def test_readelf_listing_is_read_per_file_with_comdat_members_apart():
+    from sandbox.runner import parse_readelf
+
+    units = parse_readelf(READELF)
+    assert units["/work/harness.o"]["undefined"] == {"_Z7doubledSt6vectorIiSaIiEE", "memcmp"}
+    solution = units["/work/solution.o"]
+    assert solution["defined"] == {"_Z7doubledSt6vectorIiSaIiEE", "memcmp", "main", "strlen"}  # locals ignored
+    assert solution["comdat"] == {"_ZNSt6vectorIiSaIiEED2Ev"}
+
+
+def test_private_units_give_the_tests_only_what_they_declared():
+    from sandbox.runner import parse_readelf, private_symbols
+
+    units = {path.rsplit("/", 1)[1].replace(".o", ".cpp"): u for path, u in parse_readelf(READELF).items()}
+    libraries = frozenset({"memcmp", "strlen", "_ZNSt6vectorIiSaIiEED2Ev"})
+    localise, refused = private_symbols(units, ["solution.cpp"], libraries)
+    # the prompt's function stays; a second main, a weak strlen become the solution's own; COMDAT copies stay
+    assert localise == ["main", "memcmp", "strlen"]
+    assert refused == ["memcmp"]  # a library function the tests call, defined by the solution
+    units["harness.cpp"]["undefined"].discard("memcmp")
+    assert private_symbols(units, ["solution.cpp"], libraries) == (["main", "memcmp", "strlen"], [])
