@@ -669,6 +669,7 @@ def build_with_private_units(sources: list[str], private: list[str], compile_fla
         stages.append(execute([_find("readelf"), "-g", "-s", "-W", *objects], limits))
     if _ok(stages[-1]):
         listing = base64.b64decode(stages[-1]["stdout_b64"]).decode("utf-8", "replace")
+        stages[-1] = {**stages[-1], "stdout_b64": ""}  # ours to read, not compiler output for the job
         source_of = {obj: os.path.basename(src) for src, obj in zip(sources, objects)}
         units = {source_of.get(path, path): unit for path, unit in parse_readelf(listing).items()}
         libraries = library_exports([*SYSTEM_LIBRARIES, *(f"lib{f[2:]}.so" for f in link_flags

@@ -203,4 +203,4 @@ def test_the_link_attacks_pass_without_private_units(make_pool, monkeypatch):
     scored = Scorer(make_pool("bwrap")).score([HACKS[n][:2] for n in names])
     passed = {n: s.passed for n, s in zip(names, scored)}
     assert passed == {n: n != "define_main" for n in names}, [(n, s.verdict, s.detail) for n, s in zip(names, scored)]
-    assert "multiple definition of `main'" in scored[-1].diagnostics  # before: a second main failed the link
+    assert "multiple definition of" in scored[-1].diagnostics  # before: a second main failed the link
