@@ -243,7 +243,7 @@ def prompt_for_tests(prompt: str, continuation: str | None = None) -> PromptForT
                 rule = _rule(child, in_template)
                 if body_node.start_byte < prompt_end <= body_node.end_byte:
                     final.append((child, body_node, rule))
-                else:
+                elif rule != "keep":
                     edits.append(_edit(child, body_node, rule))
             elif child.type == "declaration" and not in_template and node.type != "linkage_specification":
                 # (`extern "C" int x;` without braces is a declaration already)
@@ -270,8 +270,7 @@ def prompt_for_tests(prompt: str, continuation: str | None = None) -> PromptForT
         else:
             body = continuation[:rest.close]
     if not body:  # declared only: the solution's definition is the one linked (or the #error below says why)
-        rule = "declare" if rule != "drop" else rule
-    edits.append(_edit(node, body_node, rule))
+        edits.append(_edit(node, body_node, "declare" if rule != "drop" else rule))
     source = closed
     for start, end, replacement in sorted(edits, reverse=True):
         before = source[:start].rstrip() if replacement == b";" else source[:start]
@@ -285,11 +284,10 @@ def prompt_for_tests(prompt: str, continuation: str | None = None) -> PromptForT
 
 
 def _edit(node, body_node, rule: str) -> tuple[int, int, bytes]:
+    """The edit of a "declare" (body -> `;`) or "drop" (the whole definition) rule; "keep" needs none."""
     if rule == "declare":
         return body_node.start_byte, body_node.end_byte, b";"
-    if rule == "drop":
-        return node.start_byte, node.end_byte, b""
-    return node.start_byte, node.start_byte, b""
+    return node.start_byte, node.end_byte, b""
 
 
 def declarations_from_prompt(prompt: str) -> str:

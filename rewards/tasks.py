@@ -153,8 +153,9 @@ def task_from_row(row: dict, where: str) -> Task:
         raise ValueError(f"{where}: {exc}") from None
     if task.kind == "function":
         try:
-            check_function_task(task.program_head, task.tests)
-            if task.reference is not None:
+            if task.reference is None:
+                check_function_task(task.program_head, task.tests)
+            else:  # assembling checks what check_function_task checks, with the reference's body too
                 unit = assemble(task.program_head, task.reference + task.completion_suffix, task.tests)
                 if unit.body_error:
                     raise ValueError(f"field 'reference': {unit.body_error.replace('the completion', 'the reference')}")
