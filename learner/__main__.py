@@ -7,16 +7,22 @@ Runs directly (attaching to a running Ray cluster or starting a local one) or un
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 from configs.loader import config_cli
-from learner.config import RLVRConfig
+from learner.config import RLVRConfig, absolute_out_dir
 
 
 def run(cfg: RLVRConfig) -> dict:
     from learner.driver import run as run_grpo  # Ray, vLLM and torch load only once the config is valid
 
-    return run_grpo(cfg)
+    # Absolute from here on: the summary, the report and every checkpoint path name where the files really are.
+    out_dir, warning = absolute_out_dir(cfg.run.out_dir, Path.cwd())
+    if warning:
+        logging.getLogger("crucible.learner").warning(warning)
+    return run_grpo(cfg.model_copy(update={"run": cfg.run.model_copy(update={"out_dir": out_dir})}))
 
 
 def main(argv: list[str] | None = None) -> int:

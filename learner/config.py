@@ -99,6 +99,21 @@ class LearnerConfig(StrictModel):
         return self
 
 
+def absolute_out_dir(out_dir: str, cwd: Path) -> tuple[str, str | None]:
+    """`out_dir` made absolute against `cwd`, and a warning when that is inside a Ray job's unpacked working
+    dir (`.../runtime_resources/working_dir_files/...`): Ray deletes those copies, so outputs written there
+    are lost; pass an absolute path (`run.out_dir=$PWD/runs/x` expands on the submitting machine)."""
+    path = Path(out_dir)
+    if path.is_absolute():
+        return str(path), None
+    resolved = str(cwd / path)
+    if "runtime_resources" in cwd.parts:
+        return resolved, (f"run.out_dir={out_dir!r} is relative and this job runs in Ray's copy of the working dir "
+                          f"({cwd}): outputs go to {resolved}, which Ray deletes when it cleans up; pass an absolute "
+                          "run.out_dir (e.g. run.out_dir=$PWD/runs/x on the submit command line)")
+    return resolved, None
+
+
 class RunConfig(StrictModel):
     steps: int = Field(3, ge=1, description="GRPO steps")
     staleness: int = Field(0, ge=0, le=4, description="0 = synchronous and reproducible; 1-2 = async")

@@ -48,7 +48,13 @@ def connect_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address != "local":
-        if address or os.environ.get("RAY_ADDRESS"):  # explicit, or set by `ray job submit`
+        given = address or os.environ.get("RAY_ADDRESS", "")
+        if given.startswith(("http://", "https://")):
+            # the job API's address (what `ray job submit` and learner.head's env.sh use), not a cluster's
+            raise ValueError(f"Ray address {given!r} is a dashboard (job submission) address; a direct run "
+                             "needs the cluster's address: run.ray_address=<host>:6379 (`python -m learner.head "
+                             "status` prints it as `address`), or submit with `ray job submit -- python -m learner ...`")
+        if given:  # explicit, or set by `ray job submit`
             ray.init(address=address, log_to_driver=True)
             return False
         try:

@@ -68,14 +68,14 @@ def _data_summary(data: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__.split("\n")[0])
     parser.add_argument("stage", nargs="?", default="all", help="one of " + ", ".join(STAGES))
-    parser.add_argument("--config", default="configs/pretrain/tiny-cpu.yaml", help="YAML preset")
+    parser.add_argument("--config", default="configs/pretrain/tiny-cpu.yaml", help="YAML file, or a preset name of configs/pretrain/ (e.g. tiny-cpu)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.steps=20 data.fim_rate=0.5")
     args = parser.parse_intermixed_args(argv)
     if args.stage not in STAGES:  # a key=value given without a stage lands here
         args.overrides.insert(0, args.stage)
         args.stage = "all"
     try:
-        cfg = load_config(PretrainConfig, args.config, args.overrides)
+        cfg = load_config(PretrainConfig, args.config, args.overrides, stage="pretrain")
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
     try:

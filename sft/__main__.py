@@ -28,7 +28,7 @@ COMMANDS = ("train", "data", "merge", "compare")
 
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m sft {command}", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/sft/tiny-cpu.yaml", help="YAML preset")
+    parser.add_argument("--config", default="configs/sft/tiny-cpu.yaml", help="YAML file, or a preset name of configs/sft/ (e.g. tiny-cpu)")
     if command == "merge":
         parser.add_argument("--adapter", help="LoRA adapter dir (default: <out_dir>/adapter)")
         parser.add_argument("--out", help="merged model dir (default: <out_dir>/final)")
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli_error(f"unknown command {argv[0]!r} (one of {', '.join(COMMANDS)})", 2)
     args = _parser(command).parse_intermixed_args(argv)
     try:
-        cfg = load_config(SFTConfig, args.config, args.overrides)
+        cfg = load_config(SFTConfig, args.config, args.overrides, stage="sft")
     except ConfigError as exc:
         return cli_error(str(exc), 2)
     try:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from learner.cluster import free_port
 from learner.metrics import read_metrics
 from rollout.dump import dump_path, read_rollouts
+from tests.docs_blocks import checkout_copy, named_block, run_block
 from tests.integration.learner.conftest import REPO, learner_cmd, wait_for
 
 pytestmark = pytest.mark.slow
@@ -51,19 +52,21 @@ def per_step(out_dir: str, key: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def reference(ray_head, tmp_path_factory):
-    """3 GRPO steps of tiny-cpu submitted as a Ray job against a local `ray start --head`."""
-    out = tmp_path_factory.mktemp("job") / "run"
-    proc = subprocess.run(
-        [str(Path(ray_head.env["PATH"].split(":")[0]) / "ray"), "job", "submit", "--address", ray_head.dashboard,
-         "--working-dir", ".", "--", "python", "-m", "learner", "--config", "configs/rlvr/tiny-cpu.yaml",
-         f"run.steps={STEPS}", f"run.out_dir={out}"],
-        cwd=REPO, env=ray_head.env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return {**summary_of(proc.stdout), "job_log": proc.stdout + proc.stderr}
+def reference(tmp_path_factory):
+    """3 GRPO steps of tiny-cpu, submitted as a Ray job exactly as README.md and docs/rlvr.md tell a user to:
+    their `rlvr-job` block runs verbatim (head with token auth, `source` its env file, `ray job submit`, stop)."""
+    tree = checkout_copy(tmp_path_factory.mktemp("clone"))
+    home = tmp_path_factory.mktemp("home")
+    block = named_block("rlvr-job")
+    proc = run_block(block, tree, home, timeout=900)
+    assert proc.returncode == 0, block.text + proc.stdout[-4000:] + proc.stderr[-4000:]
+    s = summary_of(proc.stdout)
+    assert s["out_dir"] == str(tree / "runs" / "tiny-cpu")  # $PWD/runs/...: on the submitting side, not Ray's copy
+    assert "Ray head up" in proc.stderr and '"status": "stopped"' in proc.stdout
+    return {**s, "job_log": proc.stdout + proc.stderr}
 
 
-def test_job_submit_runs_three_steps_and_leaves_checkpoint_and_report(reference, ray_head):
+def test_job_submit_runs_three_steps_and_leaves_checkpoint_and_report(reference):
     s = reference
     assert s["steps"] == STEPS and s["duplicates"] == 0
     assert s["samples_this_run"] == STEPS * PROMPTS * K
