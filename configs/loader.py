@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,16 @@ def cli_error(message: str, code: int, label: str = "error") -> int:
     print(f"{label}: {message}", file=sys.stderr)
     print(json.dumps({"error": message}))
     return code
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Every CLI's `__main__`: an exception `main` did not expect (a bug, not bad input) still ends the output
+    with the `{"error": ...}` JSON line, exit 1, its traceback on stderr for the report."""
+    try:
+        return main()
+    except Exception as exc:
+        traceback.print_exc()
+        return cli_error(f"unexpected {type(exc).__name__}: {exc}", 1)
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -137,6 +148,61 @@ def load_config(model: type[ModelT], path: str | Path | None = None, overrides: 
                           + "\n".join(lines)) from None
 
 
+def _type_name(annotation: Any) -> str:
+    name = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return re.sub(r"\b(typing|pathlib|configs\.base|[a-z_]+\.config)\.", "", name).replace("NoneType", "None")
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field whose type is a model (or `Model | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def field_lines(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per settable key, from the pydantic model itself (so it cannot go stale): the dotted key, its
+    type, its default and its whole description; nested models are listed key by key."""
+    lines = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            if field.description:
+                lines.append(f"{key}.*: {field.description}")
+            lines.extend(field_lines(nested, key + "."))
+            continue
+        if field.default_factory is not None:
+            default = field.default_factory()
+        else:
+            default = "(required)" if field.is_required() else field.default
+        line = f"  {key} ({_type_name(field.annotation)}, default {json.dumps(default, default=str)})"
+        lines.append(line + (f": {field.description}" if field.description else ""))
+    return lines
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, stage: str, default_config: str,
+                         model: type[BaseModel], example: str) -> None:
+    """`--config`, `--print-config` and the key=value overrides, with every key listed in `--help`."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--config", default=default_config,
+                        help=f"YAML file, or a preset name of configs/{stage}/ (e.g. {Path(default_config).stem})")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (preset + overrides, defaults filled in) and exit")
+    parser.add_argument("overrides", nargs="*", help=f"dotted key=value, e.g. {example}")
+    parser.epilog = ("settable keys (key=value; lists as [a,b]; nested keys dotted):\n"
+                     + "\n".join(field_lines(model)))
+
+
+def print_config(cfg: BaseModel) -> int:
+    """`--print-config`: the resolved config as YAML (a preset you can save), then the usual JSON line."""
+    data = cfg.model_dump(mode="json")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    print(json.dumps({"config": data}))
+    return 0
+
+
 def config_cli(argv: list[str] | None, *, prog: str, description: str, default_config: str, model: type[ModelT],
                run: Callable[[ModelT], dict], example: str, failures: tuple[type[Exception], ...],
                log_format: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> int:
@@ -144,18 +210,21 @@ def config_cli(argv: list[str] | None, *, prog: str, description: str, default_c
     line. A bad config exits 2 and a failure in `failures` exits 1, both through `cli_error`."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     stage = Path(default_config).parts[1]
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML file, or a preset name of configs/{stage}/ (e.g. {Path(default_config).stem})")
-    parser.add_argument("overrides", nargs="*", help=f"dotted key=value, e.g. {example}")
+    add_config_arguments(parser, stage=stage, default_config=default_config, model=model, example=example)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
     try:
         cfg = load_config(model, args.config, args.overrides, stage=stage)
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
+    if args.print_config:
+        return print_config(cfg)
     try:
         summary = run(cfg)
     except failures as exc:
         return cli_error(str(exc), 1)
+    except Exception as exc:  # a bug, not bad input: the traceback for the report, the JSON line for scripts
+        traceback.print_exc()
+        return cli_error(f"unexpected {type(exc).__name__}: {exc}", 1)
     print(json.dumps(summary))
     return 0

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from configs.loader import config_cli
+from configs.loader import config_cli, run_cli
 from learner.config import RLVRConfig, absolute_out_dir
 
 
@@ -26,10 +26,10 @@ def run(cfg: RLVRConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_cli(argv, prog="python -m learner", description=__doc__.split("\n")[0],
+    return config_cli(argv, prog="python -m learner", description=__doc__.split("\n\n")[0].replace("\n", " "),
                       default_config="configs/rlvr/tiny-cpu.yaml", model=RLVRConfig, run=run,
                       example="run.steps=3 learner.backend=fsdp2", failures=(ValueError, RuntimeError))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

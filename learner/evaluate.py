@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from configs.base import TaskSplit, check_lineage, resolve_model_path
-from configs.loader import cli_error
+from configs.loader import cli_error, run_cli
 
 
 class EvalConfig(BaseModel):
@@ -160,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

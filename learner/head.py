@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from configs.loader import cli_error
+from configs.loader import cli_error, run_cli
 
 
 def head_dir() -> Path:
@@ -105,7 +105,7 @@ def stop(d: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m learner.head", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m learner.head", description=__doc__.split("\n\n")[0].replace("\n", " "))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="start a head (idempotent) and write the env file")
     p.add_argument("--node-ip", default="127.0.0.1",
@@ -141,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

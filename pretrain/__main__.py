@@ -13,10 +13,11 @@ import argparse
 import json
 import os
 import sys
+import traceback
 import time
 
 from configs.base import check_lineage
-from configs.loader import ConfigError, cli_error, load_config
+from configs.loader import ConfigError, add_config_arguments, cli_error, load_config, print_config, run_cli
 from pretrain.config import PretrainConfig
 
 STAGES = ("all", "corpus", "tokenizer", "shards", "train")
@@ -66,10 +67,10 @@ def _data_summary(data: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("stage", nargs="?", default="all", help="one of " + ", ".join(STAGES))
-    parser.add_argument("--config", default="configs/pretrain/tiny-cpu.yaml", help="YAML file, or a preset name of configs/pretrain/ (e.g. tiny-cpu)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.steps=20 data.fim_rate=0.5")
+    add_config_arguments(parser, stage="pretrain", default_config="configs/pretrain/tiny-cpu.yaml", model=PretrainConfig,
+                         example="train.steps=20 data.fim_rate=0.5")
     args = parser.parse_intermixed_args(argv)
     if args.stage not in STAGES:  # a key=value given without a stage lands here
         args.overrides.insert(0, args.stage)
@@ -78,10 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(PretrainConfig, args.config, args.overrides, stage="pretrain")
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
+    if args.print_config:
+        return print_config(cfg)
     try:
         summary = _run(args.stage, cfg)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         return cli_error(str(exc), 1)
+    except Exception as exc:  # a bug, not bad input: the traceback for the report, the JSON line for scripts
+        traceback.print_exc()
+        return cli_error(f"unexpected {type(exc).__name__}: {exc}", 1)
     finally:
         import torch.distributed as dist
 
@@ -93,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from configs.loader import cli_error, jsonl_rows
+from configs.loader import cli_error, jsonl_rows, run_cli
 from rewards.declarations import scan_braces
 from rewards.extract import completion_of
 from rewards.passk import available_ks, mean_pass_at_k
@@ -280,4 +280,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from configs.loader import run_cli
 from sandbox.image import DEFAULT_FLAGS
 from sandbox.types import DEFAULT_RUN_LIMITS, Job, TestCase, Verdict
 
@@ -157,4 +158,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from configs.base import StrictModel, TaskSplit
-from configs.loader import config_cli
+from configs.loader import config_cli, run_cli
 from learner.evaluate import EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,11 +238,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return config_cli(argv, prog="python -m scripts.pipeline", description=__doc__.split("\n")[0],
+    return config_cli(argv, prog="python -m scripts.pipeline", description=__doc__.split("\n\n")[0].replace("\n", " "),
                       default_config="configs/pipeline/tiny-cpu.yaml", model=PipelineConfig, run=run_pipeline,
                       example="rlvr.seeds=[0] out_dir=runs/x", failures=(RuntimeError, ValueError, OSError),
                       log_format="[pipeline] %(message)s")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

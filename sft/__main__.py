@@ -16,19 +16,19 @@ import argparse
 import json
 import os
 import sys
+import traceback
 import time
 from pathlib import Path
 
 from configs.base import check_lineage
-from configs.loader import ConfigError, cli_error, load_config
+from configs.loader import ConfigError, add_config_arguments, cli_error, load_config, print_config, run_cli
 from sft.config import SFTConfig
 
 COMMANDS = ("train", "data", "merge", "compare")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m sft {command}", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/sft/tiny-cpu.yaml", help="YAML file, or a preset name of configs/sft/ (e.g. tiny-cpu)")
+    parser = argparse.ArgumentParser(prog=f"python -m sft {command}", description=__doc__.split("\n\n")[0].replace("\n", " "))
     if command == "merge":
         parser.add_argument("--adapter", help="LoRA adapter dir (default: <out_dir>/adapter)")
         parser.add_argument("--out", help="merged model dir (default: <out_dir>/final)")
@@ -42,7 +42,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--limit", type=int, default=16, help="questions and tasks used (0: all)")
         parser.add_argument("--max-new-tokens", type=int, default=128)
         parser.add_argument("--backend", default="bwrap", choices=["bwrap", "docker"])
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.max_steps=20")
+    add_config_arguments(parser, stage="sft", default_config="configs/sft/tiny-cpu.yaml", model=SFTConfig,
+                         example="train.max_steps=20")
     return parser
 
 
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(SFTConfig, args.config, args.overrides, stage="sft")
     except ConfigError as exc:
         return cli_error(str(exc), 2)
+    if args.print_config:
+        return print_config(cfg)
     try:
         if command == "train":
             summary = _train(cfg)
@@ -149,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = _compare(cfg, args)
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
         return cli_error(str(exc), 1)
+    except Exception as exc:  # a bug, not bad input: the traceback for the report, the JSON line for scripts
+        traceback.print_exc()
+        return cli_error(f"unexpected {type(exc).__name__}: {exc}", 1)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
