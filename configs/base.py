@@ -127,3 +127,49 @@ def resolve_model_path(path: str, field: str = "model.path", cache_dir: str | No
     except Exception as exc:  # not on the hub, no network, gated: say which field and what was tried
         raise ValueError(f"{field}: {path} is not a local directory, not in the local Hugging Face cache, and could "
                          f"not be downloaded ({type(exc).__name__}: {exc})") from None
+
+
+# ---- resume that cannot surprise ------------------------------------------------------------------------------
+def flat_settings(data: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> dict:
+    """A config dump as {dotted key: value}, without the keys (or key prefixes ending in '.') in `ignore`: the
+    settings a checkpoint was trained under, which a resume must not silently change."""
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if dotted in ignore or any(i.endswith(".") and dotted.startswith(i) for i in ignore):
+            continue
+        if isinstance(value, dict) and value:
+            out.update(flat_settings(value, ignore, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def settings_diff(recorded: dict, current: dict) -> list[str]:
+    """'key: recorded -> current' for every setting that differs (added and removed keys included)."""
+    missing = object()
+    lines = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key, missing), current.get(key, missing)
+        if old != new:
+            show = lambda v: "(absent)" if v is missing else json.dumps(v, default=str)  # noqa: E731
+            lines.append(f"{key}: {show(old)} -> {show(new)}")
+    return lines
+
+
+def check_resume(recorded: dict | None, current: dict, checkpoint: str | Path, resume: bool | str) -> list[str]:
+    """Refuse to resume `checkpoint` under settings other than those it recorded, listing each difference, unless
+    resume="force" (then the differences are returned for the caller to log). A checkpoint without a record
+    (written before records existed) resumes as before."""
+    if recorded is None or settings_hash(recorded) == settings_hash(current):
+        return []
+    diff = settings_diff(recorded, current)
+    if resume == "force":
+        return diff
+    raise ValueError(f"{checkpoint} was trained under other settings; resuming would silently mix two runs:\n  "
+                     + "\n  ".join(diff) + "\nUse another run.out_dir for a new run, set these back to continue, "
+                     "or run.resume=force to continue with the new settings.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -54,3 +55,50 @@ def latest(out_dir: str | Path) -> Path | None:
 
 def read_driver_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "driver_state.json").read_text())
+
+
+def resume_point(out_dir: str | Path, resume: bool | str, resume_from: str | Path | None = None) -> Path | None:
+    """The checkpoint a run continues from: its own newest one; else, with `resume_from`, that checkpoint
+    directory or that run's newest one; None to start from step 0 (or with resume=False)."""
+    if resume is False:
+        return None
+    own = latest(out_dir)
+    if own is not None or resume_from is None:
+        return own
+    src = Path(resume_from)
+    if (src / "driver_state.json").is_file():
+        return src
+    found = latest(src)
+    if found is None:
+        raise ValueError(f"run.resume_from={resume_from}: no complete checkpoint there (a run directory with "
+                         f"checkpoints/step_N/driver_state.json, or one step_N directory)")
+    return found
+
+
+def prune(out_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (keep=0: none deleted); returns what went."""
+    if keep <= 0:
+        return []
+    root = Path(out_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("step_*") if p.suffix == "" and (p / "driver_state.json").exists())
+    gone = done[:-keep]
+    for path in gone:
+        shutil.rmtree(path)
+    return gone
+
+
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "rollouts", "tensorboard", "report.html", "config.json")
+
+
+def set_aside(out_dir: str | Path) -> Path | None:
+    """run.resume=false over an earlier run: its outputs move to `set-aside-<time>/` (never deleted), so the new
+    run neither continues nor appends to them."""
+    out = Path(out_dir)
+    present = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    if not present:
+        return None
+    dest = out / f"set-aside-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir()
+    for path in present:
+        path.rename(dest / path.name)
+    return dest

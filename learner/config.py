@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, TaskSplit, check_lineage, is_hub_id
+from configs.base import StrictModel, TaskSplit, check_lineage, flat_settings, is_hub_id
 from rewards.reward import RewardConfig
 from rollout.config import RolloutConfig
 
@@ -120,7 +120,13 @@ class RunConfig(StrictModel):
     seed: int = Field(0, description="seeds prompt order, sampling and the learner")
     out_dir: str = Field("runs/rlvr", description="metrics, checkpoints, rollouts, report and config.json")
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
-    resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
+    resume: bool | Literal["force"] = Field(True, description="continue from the newest checkpoint in out_dir (or "
+                                           "resume_from) if there is one; a checkpoint trained under other settings "
+                                           "(RESUME_IGNORES lists what may change) is refused with the differences "
+                                           "unless 'force'; false: start over (the old checkpoints are set aside)")
+    resume_from: str | None = Field(None, description="a run directory (its newest checkpoint) or one checkpoint "
+                                    "directory to continue from when out_dir has none of its own")
+    keep_checkpoints: int = Field(0, ge=0, description="keep only the newest N checkpoints (0: all)")
     eval_every: int = Field(0, ge=0, description="0 = held-out eval only before the first and after the last step")
     eval_samples: int = Field(4, ge=1, description="completions per held-out task at each evaluation")
     ray_address: str | None = Field(None, description='None: attach to a running cluster or start a local one;'
@@ -133,6 +139,19 @@ class RunConfig(StrictModel):
     call_timeout_s: float = Field(1800, gt=0, description="every remote call (generate, score, train, sync, probe, "
                                   "save) that takes longer is an error naming the stage instead of a hang")
     log_every: int = Field(1, ge=0, description="one progress line per this many steps to the log (0: none)")
+
+
+# What may change when a run resumes without changing what it trains: its length and output, logging, and
+# where the work runs (placement, resources, transfer buffers). Everything else is recorded in each checkpoint.
+RESUME_IGNORES = (
+    "run.steps", "run.out_dir", "run.resume", "run.resume_from", "run.keep_checkpoints", "run.checkpoint_every",
+    "run.eval_every", "run.eval_samples", "run.ray_address", "run.tensorboard", "run.wandb_project",
+    "run.log_rollouts", "run.call_timeout_s", "run.log_every", "rollout.engines", "rollout.cpus_per_engine",
+    "rollout.gpus_per_engine", "rollout.kv_cache_gib", "rollout.gpu_memory_utilization", "rollout.enforce_eager",
+    "rollout.weight_transfer.", "reward.workers", "reward.slots_per_worker", "reward.cpus_per_worker",
+    "reward.resources", "reward.backend", "learner.cpus_per_worker", "learner.gpus_per_worker", "learner.placement",
+    "learner.placement_timeout_s", "learner.activation_checkpointing", "learner.logprob_chunk_tokens",
+)
 
 
 class RLVRConfig(StrictModel):
@@ -171,3 +190,8 @@ def check_checkpoint(path: str, split: TaskSplit) -> None:
         raise ValueError(f"model.path: {p} has no tokenizer (tokenizer.json / tokenizer_config.json);"
                          " save the tokenizer next to the weights")
     check_lineage(p, split, "tasks.split")
+
+
+def resume_settings(cfg: "RLVRConfig") -> dict:
+    """What a checkpoint records and a resume must match: every setting but RESUME_IGNORES."""
+    return flat_settings(cfg.model_dump(mode="json"), RESUME_IGNORES)

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from learner import checkpoint
 from learner.batch import assign_advantages
-from configs.base import check_lineage, resolve_model_path
-from learner.config import RLVRConfig, check_checkpoint
+from configs.base import check_lineage, check_resume, resolve_model_path
+from learner.config import RLVRConfig, check_checkpoint, resume_settings
 from learner.task_counts import TaskCounts, count_tasks
 from rewards.tasks import TaskFile, load_embedded, load_task_file
 from rewards.types import Task
@@ -186,7 +186,7 @@ class Trainer:
     # ---- phases ------------------------------------------------------------------------------------
     def resume(self) -> int:
         """The newest complete checkpoint's learner state and counters; the first step to run."""
-        ckpt = checkpoint.latest(self.out) if self.cfg.run.resume else None
+        ckpt = checkpoint.resume_point(self.out, self.cfg.run.resume, self.cfg.run.resume_from)
         if ckpt is None:
             return 0
         state = checkpoint.read_driver_state(ckpt)
@@ -281,8 +281,11 @@ class Trainer:
     def save(self, step: int) -> Path:
         tmp = checkpoint.begin(self.out, step)
         self.learners.save(str(tmp / "learner"), str(tmp / "policy"))  # rank 0 writes the HF policy itself
-        return checkpoint.commit(tmp, {"step": step, "version": self.version, "history": self.history,
-                                       "samples_scored": self.samples_scored})
+        final = checkpoint.commit(tmp, {"step": step, "version": self.version, "history": self.history,
+                                        "samples_scored": self.samples_scored, "settings": resume_settings(self.cfg)})
+        for gone in checkpoint.prune(self.out, self.cfg.run.keep_checkpoints):
+            log.info("run.keep_checkpoints=%d: removed %s", self.cfg.run.keep_checkpoints, gone)
+        return final
 
     def summary(self, nodes: dict) -> dict:
         from learner.metrics import read_metrics
@@ -335,6 +338,24 @@ def progress_line(step: int, total: int, rec: dict, elapsed: float, done_this_ru
             f"{num('time_step_s', '.1f')}s/step ETA {int(left // 60)}m{int(left % 60):02d}s")
 
 
+def prepare_out_dir(cfg: RLVRConfig) -> Path:
+    """The run's directory, checked before anything starts: the split its checkpoints were trained under, the
+    settings of the checkpoint it resumes (or the earlier run set aside with run.resume=false); then its record."""
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.run.resume is False and (aside := checkpoint.set_aside(out)) is not None:
+        log.warning("run.resume=false: the earlier run's outputs in %s moved to %s", out, aside)
+    check_lineage(out, cfg.tasks.split, "tasks.split", own_output=True)  # its checkpoints were trained under the recorded split
+    # Resume only what was trained under these settings (the checkpoint records them), before anything starts.
+    start_from = checkpoint.resume_point(out, cfg.run.resume, cfg.run.resume_from)
+    if start_from is not None:
+        if diff := check_resume(checkpoint.read_driver_state(start_from).get("settings"), resume_settings(cfg),
+                                start_from, cfg.run.resume):
+            log.warning("run.resume=force: continuing %s under changed settings:\n  %s", start_from, "\n  ".join(diff))
+    (out / "config.json").write_text(cfg.model_dump_json(indent=1))  # the run's record, split included
+    return out
+
+
 def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
     """The real parts on Ray. Bad task files fail before Ray and the heavy imports; on any failure what was
     already built (and a Ray this call started) is closed."""
@@ -347,10 +368,7 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
     from rewards.ray_pool import RewardActorPool
     from rollout.engine_group import EngineGroup
 
-    out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_lineage(out, cfg.tasks.split, "tasks.split", own_output=True)  # its checkpoints were trained under the recorded split
-    (out / "config.json").write_text(cfg.model_dump_json(indent=1))  # the run's record, split included
+    out = prepare_out_dir(cfg)
     parts = Parts(producer=None, engines=None, learners=None, sink=None, started_ray=connect_ray(cfg.run.ray_address))
     try:
         check_resources(cfg, ray.cluster_resources())
@@ -390,6 +408,10 @@ def run(cfg: RLVRConfig, trainer: Trainer | None = None, nodes=lambda: {}) -> di
         # Resume: learner weights, optimizer, RNG and counters of the newest checkpoint; prompts and seeds are
         # functions of the step, so the resumed run sees what the uninterrupted one would have.
         start = trainer.resume()
+        if start >= steps:  # say so, rather than return the old summary as if this call had trained
+            log.warning("%s already holds a run of %d steps (run.steps=%d): nothing to train. Raise run.steps to "
+                        "continue it, or use another run.out_dir (or run.resume=false) for a new run",
+                        trainer.out, start, steps)
         # vLLM starts from the learner's weights (after a resume, the checkpoint's), checked by the probe.
         trainer.sync(trainer.version)
         if "eval_first" not in trainer.history:

@@ -97,3 +97,16 @@ def test_run_cli_turns_a_crash_into_the_json_line_and_exit_1(capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1]) == {"error": "unexpected ZeroDivisionError: division by zero"}
     assert "Traceback" in captured.err
+
+
+def test_flat_settings_and_their_differences_by_hand():
+    from configs.base import check_resume, flat_settings, settings_diff
+
+    data = {"a": {"b": 1, "c": {"d": [1, 2]}}, "run": {"steps": 3, "seed": 0}, "e": {}}
+    assert flat_settings(data, ("run.steps", "a.c.")) == {"a.b": 1, "run.seed": 0, "e": {}}
+    assert settings_diff({"x": 1, "y": 2}, {"x": 1, "y": 3, "z": True}) == ["y: 2 -> 3", "z: (absent) -> true"]
+    assert check_resume(None, {"x": 1}, "ckpt", True) == []  # a checkpoint from before records: as before
+    assert check_resume({"x": 1}, {"x": 1}, "ckpt", True) == []
+    assert check_resume({"x": 1}, {"x": 2}, "ckpt", "force") == ["x: 1 -> 2"]
+    with pytest.raises(ValueError, match=r"ckpt was trained under other settings.*\n  x: 1 -> 2\n"):
+        check_resume({"x": 1}, {"x": 2}, "ckpt", True)

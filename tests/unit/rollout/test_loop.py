@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from learner.config import RLVRConfig
-from learner.driver import ProbeMismatch, run
+from learner.driver import ProbeMismatch, prepare_out_dir, run
 from learner.metrics import read_metrics
 from rollout.dump import dump_path, read_rollouts
 from tests.unit.rollout.fakes import FakeLearners, FakeScorer, make_trainer
@@ -135,6 +135,62 @@ def test_resume_continues_where_the_checkpoint_left_off_and_matches_an_uninterru
     same = ("reward_mean", "verdicts", "pass_rate")
     assert [{k: r[k] for k in same} for r in read_metrics(resumed.out / "metrics.jsonl")] == \
         [{k: r[k] for k in same} for r in read_metrics(whole.out / "metrics.jsonl")]
+
+
+def test_a_resume_under_changed_settings_is_refused_with_the_differences_unless_forced(tmp_path, caplog):
+    first_cfg = config(tmp_path, steps=2, checkpoint_every=1)
+    first, _ = make_trainer(first_cfg)
+    run(first_cfg, first)
+    # what matters for training changed: refused before anything starts, each difference named
+    changed = config(tmp_path, steps=3, checkpoint_every=1, rollout={"temperature": 0.7})
+    changed = changed.model_copy(update={"algo": changed.algo.model_copy(update={"lr": 3e-5})})
+    with pytest.raises(ValueError) as err:
+        prepare_out_dir(changed)
+    message = str(err.value)
+    assert "step_000002 was trained under other settings" in message
+    assert "algo.lr: 1e-05 -> 3e-05" in message and "rollout.temperature: 1.0 -> 0.7" in message
+    assert "run.steps" not in message  # a longer run, logging, placement: not differences
+    # what may change (length, logging, resources) resumes as before
+    prepare_out_dir(config(tmp_path, steps=5, checkpoint_every=1, log_every=0, rollout={"engines": 2}))
+    # force: continues, and says what changed
+    forced = changed.model_copy(update={"run": changed.run.model_copy(update={"resume": "force"})})
+    with caplog.at_level(logging.WARNING, logger="crucible.learner"):
+        prepare_out_dir(forced)
+    assert "run.resume=force" in caplog.text and "algo.lr: 1e-05 -> 3e-05" in caplog.text
+
+
+def test_resume_false_sets_the_earlier_run_aside_and_resume_from_starts_from_another_run(tmp_path):
+    first_cfg = config(tmp_path / "a", steps=2, checkpoint_every=1, keep_checkpoints=1)
+    first, _ = make_trainer(first_cfg)
+    run(first_cfg, first)
+    assert [p.name for p in (first.out / "checkpoints").iterdir()] == ["step_000002"]  # keep_checkpoints=1
+    # another directory continues from it
+    cfg = config(tmp_path / "b", steps=3, resume_from=str(first.out))
+    prepare_out_dir(cfg)
+    resumed, fakes = make_trainer(cfg)
+    summary = run(cfg, resumed)
+    assert summary["resumed_from"] == 2 and generations(fakes) == [(2, 2)]
+    with pytest.raises(ValueError, match="run.resume_from=.*no complete checkpoint there"):
+        prepare_out_dir(config(tmp_path / "c", resume_from=str(tmp_path / "nothing")))
+    # resume=false over it: a new run from step 0, the old outputs kept aside (never deleted)
+    fresh_cfg = config(tmp_path / "a", steps=1, resume=False)
+    prepare_out_dir(fresh_cfg)  # what build() does first (the fakes skip build)
+    fresh, fakes = make_trainer(fresh_cfg)
+    assert run(fresh_cfg, fresh)["resumed_from"] is None and generations(fakes) == [(0, 0)]
+    aside = list(first.out.glob("set-aside-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoints" / "step_000002").is_dir()
+    assert [r["step"] for r in read_metrics(first.out / "metrics.jsonl")] == [0]
+
+
+def test_a_finished_run_says_there_is_nothing_to_train(tmp_path, caplog):
+    cfg = config(tmp_path, steps=2)
+    done, _ = make_trainer(cfg)
+    run(cfg, done)
+    again, fakes = make_trainer(cfg)
+    with caplog.at_level(logging.WARNING, logger="crucible.learner"):
+        summary = run(cfg, again)
+    assert "already holds a run of 2 steps (run.steps=2): nothing to train" in caplog.text
+    assert summary["samples_this_run"] == 0 and generations(fakes) == []
 
 
 def test_rollout_dumps_keep_whole_best_and_worst_groups_with_what_a_person_needs(tmp_path):
