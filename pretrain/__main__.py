@@ -30,6 +30,7 @@ def _run(stage: str, cfg: PretrainConfig) -> dict:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:  # the resolved config next to the run's outputs (its corpus was built under this split)
         check_lineage(cfg.out_dir, cfg.corpus.split, "corpus.split", own_output=True)
+        stages.check_outputs(cfg, training=stage in ("all", "train"))  # reused data and the resumed checkpoint match these settings
         (cfg.out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
     summary: dict = {}
     if stage in ("all", "corpus", "tokenizer", "shards") and rank == 0:

@@ -72,7 +72,7 @@ def read_meta(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ValueError(f"{meta_path}: unreadable checkpoint metadata ({e})") from e
     return {"step": int(meta.get("step", _step_of(path))), "loss": meta.get("loss"),
-            "suspect": bool(meta.get("suspect", False))}
+            "suspect": bool(meta.get("suspect", False)), "settings": meta.get("settings")}
 
 
 def rotation(records: Iterable[tuple[int, bool]], keep: int) -> set[int]:
@@ -106,12 +106,13 @@ def _suspect_or_keep(path: Path) -> bool:
 
 
 def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine=None, *,
-         loss: float | None = None, suspect: bool = False) -> Path:
+         loss: float | None = None, suspect: bool = False, settings: dict | None = None) -> Path:
     """Every rank calls this. `extra` is this rank's own state (loader position, RNG, counters). With a
     DeepSpeed `engine`, model and optimizer go through its own (ZeRO-partitioned) checkpoint format.
     `loss` (the step's loss, same on every rank) is recorded; a non-finite one raises ValueError before
     anything is written. `suspect=True` marks a checkpoint taken because of a loss spike: it is rotated like
-    any other but never counts as good, and the newest good checkpoint is never rotated out."""
+    any other but never counts as good, and the newest good checkpoint is never rotated out. `settings` (what
+    the run trains under) goes into meta.json, for the resume check."""
     if loss is not None and not math.isfinite(loss):
         raise ValueError(f"refusing to checkpoint step {step}: loss is {loss} (non-finite)")
     if keep < 1:
@@ -130,7 +131,8 @@ def save(root: Path, step: int, model, optimizer, extra: dict, keep: int, engine
     torch.save({**extra, "rng": rng_state()}, tmp / f"extra-rank{_rank()}.pt")
     if _rank() == 0:
         (tmp / META).write_text(json.dumps(
-            {"step": step, "loss": None if loss is None else float(loss), "suspect": bool(suspect)}))
+            {"step": step, "loss": None if loss is None else float(loss), "suspect": bool(suspect),
+             "settings": settings}))
     _barrier()
     if _rank() == 0:
         shutil.rmtree(final, ignore_errors=True)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, check_lineage
+from configs.base import StrictModel, check_lineage, flat_settings
 from pretrain.corpus import CorpusConfig
 from pretrain.model import ModelConfig
 from pretrain.optim import OptimConfig
@@ -64,7 +64,9 @@ class EvalConfig(StrictModel):
 class CheckpointConfig(StrictModel):
     every: int = Field(50, ge=1)
     keep: int = Field(3, ge=1, description="keep the newest N step checkpoints")
-    resume: bool = Field(True, description="continue from the newest checkpoint in out_dir if there is one")
+    resume: bool | Literal["force"] = Field(True, description="continue from the newest checkpoint in out_dir if "
+                                           "there is one; one trained under other settings (RESUME_IGNORES lists what "
+                                           "may change) is refused with the differences unless 'force'")
     at_end: bool = Field(True, description="also checkpoint the last step (the final HF export is always written)")
 
 
@@ -116,3 +118,14 @@ class PretrainConfig(StrictModel):
     @property
     def max_doc_tokens(self) -> int:
         return self.data.max_doc_tokens or self.data.seq_len - 16  # room for FIM's sentinels + re-tokenisation
+
+
+# What may change when pretraining resumes without changing what it trains: output, checkpointing, evaluation,
+# alerts and logging, and speed/memory switches. Everything else is recorded in each checkpoint's meta.json.
+RESUME_IGNORES = ("out_dir", "checkpoint.", "eval.", "alerts.", "tensorboard", "wandb_project", "train.log_every",
+                  "train.peak_tflops", "train.isolation_probe", "train.compile", "train.activation_checkpointing",
+                  "train.loss_chunk_tokens")
+
+
+def resume_settings(cfg: PretrainConfig) -> dict:
+    return flat_settings(cfg.model_dump(mode="json"), RESUME_IGNORES)

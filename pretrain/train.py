@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 
 from pretrain import checkpoint, evaluate
-from pretrain.config import PretrainConfig
+from configs.base import check_resume
+from pretrain.config import PretrainConfig, resume_settings
 from pretrain.data import DocStore, LoaderConfigView, PackedLoader
 from pretrain.isolation import measure_isolation, require_isolation
 from pretrain.loss import install_chunked_head, token_losses
@@ -180,13 +181,19 @@ class Trainer:
         """A step checkpoint. `suspect` (taken at a loss spike) never counts as the pinned last-good one, and a
         non-finite loss is never saved (checkpoint.save refuses it)."""
         return checkpoint.save(self.ckpt_root, self.step, self.model, self.optimizer, self.extra_state(),
-                               self.cfg.checkpoint.keep, self.engine, loss=loss, suspect=suspect)
+                               self.cfg.checkpoint.keep, self.engine, loss=loss, suspect=suspect,
+                               settings=resume_settings(self.cfg))
 
     def maybe_resume(self) -> Path | None:
         found = checkpoint.step_dirs(self.ckpt_root)
         if not (self.cfg.checkpoint.resume and found):
             return None
-        if checkpoint.read_meta(found[-1])["suspect"]:
+        meta = checkpoint.read_meta(found[-1])
+        # the settings it was trained under, before any weight is loaded (older checkpoints carry none)
+        if diff := check_resume(meta["settings"], resume_settings(self.cfg), found[-1], self.cfg.checkpoint.resume):
+            warnings.warn(f"checkpoint.resume=force: continuing {found[-1]} under changed settings: {'; '.join(diff)}",
+                          stacklevel=2)
+        if meta["suspect"]:
             warnings.warn(f"resuming from {found[-1]}, saved at a loss spike; the last good checkpoint is "
                           f"{checkpoint.last_good(self.ckpt_root)} (delete the newer ones to roll back)", stacklevel=2)
         extra = checkpoint.load(found[-1], self.model, self.optimizer, self.engine)

@@ -97,6 +97,28 @@ def test_resume_after_sigkill_is_bitwise_exact(tiny_data, tmp_path):
     assert resumed["val_bpb"] == summary["val_bpb"]
 
 
+def test_changed_settings_are_refused_at_resume_and_at_data_reuse(tiny_data, tmp_path):
+    """A checkpoint and each data stage record the settings they were built under; a rerun in the same out_dir
+    with a setting that matters changed stops naming it, instead of continuing the old run as if it were new."""
+    out = with_data(tiny_data, tmp_path / "run")
+    args = ["train", "--config", str(PRESET), *FAST, "train.steps=4", "checkpoint.every=2", "eval.every=4",
+            f"out_dir={out}"]
+    proc, _ = run_pretrain(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, summary = run_pretrain([*args, "train.steps=6", "data.fim_rate=0.25"])
+    assert proc.returncode == 1 and "step-0000004 was trained under other settings" in summary["error"]
+    assert "data.fim_rate: 0.5 -> 0.25" in summary["error"] and "train.steps: 4 -> 6" in summary["error"]
+    assert json.loads((out / "config.json").read_text())["data"]["fim_rate"] == 0.5  # the record is not rewritten
+    proc, summary = run_pretrain([*args, "train.steps=6", "data.fim_rate=0.25", "checkpoint.resume=force"])
+    assert proc.returncode == 0 and summary["steps"] == 6, proc.stderr[-3000:]
+    assert "checkpoint.resume=force: continuing" in proc.stderr
+    # the data stages: a tokenizer of another vocabulary is not reused as if it were this one
+    proc, summary = run_pretrain(["shards", "--config", str(PRESET), *FAST, "tokenizer.vocab_size=999",
+                                  f"out_dir={out}"])
+    assert proc.returncode == 1 and "the tokenizer in" in summary["error"], proc.stderr[-2000:]
+    assert "tokenizer.vocab_size: 1024 -> 999" in summary["error"]
+
+
 def _main(args: list[str], capsys) -> tuple[int, dict]:
     """The CLI in-process (bad input fails before any heavy work, so no subprocess is needed)."""
     from pretrain.__main__ import main
