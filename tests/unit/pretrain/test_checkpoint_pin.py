@@ -74,7 +74,7 @@ def test_non_finite_loss_is_refused_and_nothing_written(tmp_path, bad):
         checkpoint.save(root, 8, model, opt, {"step": 8}, keep=3, loss=bad)
     assert names(root) == ["step-0000005"]
     assert json.loads((root / "step-0000005" / "meta.json").read_text()) == {"step": 5, "loss": 2.5,
-                                                                            "suspect": False}
+                                                                            "suspect": False, "settings": None}
 
 
 def test_spike_saves_cannot_rotate_out_the_last_good(tmp_path):
@@ -94,7 +94,7 @@ def test_spike_saves_cannot_rotate_out_the_last_good(tmp_path):
     assert [p.name for p in checkpoint.step_dirs(root)] == names(root)  # newest last
     assert checkpoint.last_good(root) == root / "step-0000002"
     assert checkpoint.read_meta(root / "step-0000006") == {"step": 6, "loss": 300.0, "suspect": True}
-    assert checkpoint.read_meta(root / "step-0000002") == {"step": 2, "loss": 1.0, "suspect": False}
+    assert checkpoint.read_meta(root / "step-0000002") == {"step": 2, "loss": 1.0, "suspect": False, "settings": None}
 
     fresh, fresh_opt = make(1)
     assert not torch.equal(fresh.weight, good_weight)
@@ -116,7 +116,7 @@ def test_old_style_dirs_without_meta_are_good(tmp_path):
         train_step(model, opt)
         checkpoint.save(root, step, model, opt, {"step": step}, keep=3)
         (root / f"step-{step:07d}" / "meta.json").unlink()  # as written before meta.json existed
-    assert checkpoint.read_meta(root / "step-0000020") == {"step": 20, "loss": None, "suspect": False}
+    assert checkpoint.read_meta(root / "step-0000020") == {"step": 20, "loss": None, "suspect": False, "settings": None}
     assert checkpoint.last_good(root) == root / "step-0000020"
 
     for step in (30, 40, 50, 60):
