@@ -62,11 +62,11 @@ def step_dirs(root: Path) -> list[Path]:
 
 
 def read_meta(path: Path) -> dict:
-    """{"step", "loss", "suspect"} of a checkpoint dir; one without meta.json (older code) is good, loss
-    unknown."""
+    """{"step", "loss", "suspect", "settings"} of a checkpoint dir; one without meta.json (older code) is good,
+    loss and settings unknown."""
     meta_path = path / META
     if not meta_path.exists():
-        return {"step": _step_of(path), "loss": None, "suspect": False}
+        return {"step": _step_of(path), "loss": None, "suspect": False, "settings": None}
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:

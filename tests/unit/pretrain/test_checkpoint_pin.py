@@ -93,7 +93,7 @@ def test_spike_saves_cannot_rotate_out_the_last_good(tmp_path):
     assert names(root) == ["step-0000002", "step-0000004", "step-0000005", "step-0000006"]
     assert [p.name for p in checkpoint.step_dirs(root)] == names(root)  # newest last
     assert checkpoint.last_good(root) == root / "step-0000002"
-    assert checkpoint.read_meta(root / "step-0000006") == {"step": 6, "loss": 300.0, "suspect": True}
+    assert checkpoint.read_meta(root / "step-0000006") == {"step": 6, "loss": 300.0, "suspect": True, "settings": None}
     assert checkpoint.read_meta(root / "step-0000002") == {"step": 2, "loss": 1.0, "suspect": False, "settings": None}
 
     fresh, fresh_opt = make(1)
