@@ -9,7 +9,9 @@
 4. eval      `python -m learner.evaluate` on each stage's checkpoint: the same held-out tasks, sampler and seeds
 5. report    `<out_dir>/report.html`: losses, BPB, reward curves, pass@1 per stage, verdict mix, time per stage
 
-Every stage records its command and JSON summary in `<out_dir>/<stage>/stage.json` and is skipped when that
+Every stage is optional: `pretrain: null` with `model: <HF directory or hub id>` starts from your own model
+(SFT, or RLVR too with `sft: null`); RLVR starts from the last stage's checkpoint and is judged against it
+(configs/pipeline/gpu-own-model.yaml). Every stage records its command and JSON summary in `<out_dir>/<stage>/stage.json` and is skipped when that
 file says it already ran with the same command (the stage CLIs themselves also reuse their outputs and resume
 from their checkpoints). The last stdout line is one JSON summary: `report`, `pass@1` per stage, ...
 """
@@ -27,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, TaskSplit
+from configs.base import StrictModel, TaskSplit, resolve_model_path
 from configs.loader import config_cli, run_cli
 from learner.evaluate import EvalConfig
 
@@ -61,11 +63,25 @@ class PipelineConfig(StrictModel):
     out_dir: str = Field("runs/demo", description="every stage's outputs, the evaluations and report.html")
     split: TaskSplit = Field(default_factory=TaskSplit, description="the held-out tasks, passed to every stage "
                              "(corpus.split, data.split, tasks.split, the evaluator's --heldout-fraction/--split-seed)")
-    pretrain: StageSpec = StageSpec(config="configs/pretrain/tiny-cpu.yaml")
-    sft: StageSpec = StageSpec(config="configs/sft/tiny-cpu.yaml")
+    model: str | None = Field(None, description="your own starting checkpoint (a local HF directory or a hub id) "
+                              "with pretrain: null; SFT (or RLVR, with sft: null too) starts from it")
+    pretrain: StageSpec | None = Field(StageSpec(config="configs/pretrain/tiny-cpu.yaml"),
+                                       description="null: skip pretraining and start from `model`")
+    sft: StageSpec | None = Field(StageSpec(config="configs/sft/tiny-cpu.yaml"),
+                                  description="null: skip SFT (RLVR starts from pretraining's checkpoint or `model`)")
     rlvr: RLVRSpec = Field(default_factory=RLVRSpec)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     learning: LearningCheck = Field(default_factory=LearningCheck)
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if self.pretrain is None and not self.model:
+            raise ValueError("pretrain is null: set model to the checkpoint to start from (a local Hugging Face "
+                             "directory or a hub id)")
+        if self.pretrain is not None and self.model:
+            raise ValueError(f"model={self.model} is the start only when pretraining is skipped: set pretrain: null "
+                             "(or remove model)")
+        return self
 
     @model_validator(mode="after")
     def _one_split(self):
@@ -194,41 +210,51 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     stages: dict[str, dict] = {}
-    pre = cfg.pretrain
-    stages["pretrain"] = run_stage("pretrain", [*python_cmd("pretrain", pre.nproc), "--config", pre.config,
-                                                f"out_dir={out / 'pretrain'}", *cfg.split_overrides("corpus.split"),
-                                                *pre.overrides],
-                                   out / "pretrain" / "stage.json", stage_dir=out / "pretrain")
-    pretrained = stages["pretrain"]["summary"]["checkpoint"]
-    if not stages["pretrain"]["reused"]:
-        for downstream in ("sft", "rlvr", "eval"):
-            set_aside(out / downstream)
-    stages["sft"] = run_stage("sft", [*python_cmd("sft", cfg.sft.nproc), "--config", cfg.sft.config,
-                                      f"out_dir={out / 'sft'}", f"model.name_or_path={pretrained}",
-                                      *cfg.split_overrides("data.split"), *cfg.sft.overrides],
-                              out / "sft" / "stage.json", stage_dir=out / "sft")
-    sft_checkpoint = stages["sft"]["summary"]["checkpoint"]
-    if not stages["sft"]["reused"]:
-        for downstream in ("rlvr", "eval"):
-            set_aside(out / downstream)
+    # The start: pretraining's checkpoint, or your own model (pretrain: null).
+    if (pre := cfg.pretrain) is not None:
+        stages["pretrain"] = run_stage("pretrain", [*python_cmd("pretrain", pre.nproc), "--config", pre.config,
+                                                    f"out_dir={out / 'pretrain'}", *cfg.split_overrides("corpus.split"),
+                                                    *pre.overrides],
+                                       out / "pretrain" / "stage.json", stage_dir=out / "pretrain")
+        start, start_name = stages["pretrain"]["summary"]["checkpoint"], "pretrain"
+        if not stages["pretrain"]["reused"]:
+            for downstream in ("sft", "rlvr", "eval"):
+                set_aside(out / downstream)
+    else:
+        start, start_name = resolve_model_path(cfg.model, "model"), "base"
+        if not (Path(start) / "config.json").is_file():
+            raise ValueError(f"model: {cfg.model} has no config.json (not a Hugging Face checkpoint)")
+    checkpoints = {start_name: start}
+    if cfg.sft is not None:
+        stages["sft"] = run_stage("sft", [*python_cmd("sft", cfg.sft.nproc), "--config", cfg.sft.config,
+                                          f"out_dir={out / 'sft'}", f"model.name_or_path={start}",
+                                          *cfg.split_overrides("data.split"), *cfg.sft.overrides],
+                                  out / "sft" / "stage.json", stage_dir=out / "sft")
+        checkpoints["sft"] = stages["sft"]["summary"]["checkpoint"]
+        if not stages["sft"]["reused"]:
+            for downstream in ("rlvr", "eval"):
+                set_aside(out / downstream)
+    # RLVR starts from the last stage's checkpoint, and is judged against it.
+    rlvr_start = list(checkpoints)[-1]
+    sft_checkpoint = checkpoints[rlvr_start]
     rlvr_runs = run_rlvr(cfg, out, sft_checkpoint)
-    checkpoints = {"pretrain": pretrained, "sft": sft_checkpoint,
-                   **{f"rlvr/seed-{r['seed']}": r["summary"]["checkpoint"] for r in rlvr_runs}}
+    checkpoints.update({f"rlvr/seed-{r['seed']}": r["summary"]["checkpoint"] for r in rlvr_runs})
     evals = {}
     for name, path in checkpoints.items():
         target = out / "eval" / f"{name.replace('/', '-')}.json"
         if name.startswith("rlvr/") and not next(r for r in rlvr_runs if f"rlvr/seed-{r['seed']}" == name)["reused"]:
             set_aside(target.with_suffix(".stage.json"))
         evals[name] = run_stage(f"eval {name}", eval_cmd(path, cfg.eval, target), target.with_suffix(".stage.json"))
-    learning = learning_table(evals, rlvr_runs, cfg.learning.tiers, cfg.learning.min_gain, cfg.learning.metric)
-    seconds = {"pretrain": stages["pretrain"]["seconds"], "sft": stages["sft"]["seconds"],
+    learning = learning_table(evals, rlvr_runs, cfg.learning.tiers, cfg.learning.min_gain, cfg.learning.metric,
+                              start=rlvr_start)
+    seconds = {**{name: stage["seconds"] for name, stage in stages.items()},
                "rlvr": round(sum(r["seconds"] for r in rlvr_runs), 1),
                "eval": round(sum(e["seconds"] for e in evals.values()), 1)}
     report = write_report(out / "report.html", cfg, stages, rlvr_runs, evals, learning, seconds)
     rlvr_pass = [evals[f"rlvr/seed-{r['seed']}"]["summary"].get("pass@1") for r in rlvr_runs]
     return {"report": str(report),
-            "pass@1": {"pretrain": evals["pretrain"]["summary"].get("pass@1"),
-                       "sft": evals["sft"]["summary"].get("pass@1"),
+            "pass@1": {**{name: evals[name]["summary"].get("pass@1") for name in checkpoints
+                          if not name.startswith("rlvr/")},
                        "rlvr": round(sum(rlvr_pass) / len(rlvr_pass), 4)},
             "pass@1_rlvr_by_seed": dict(zip((r["seed"] for r in rlvr_runs), rlvr_pass)),
             "learning": learning, "checkpoints": checkpoints, "seconds": seconds,

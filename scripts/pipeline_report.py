@@ -32,10 +32,12 @@ def tier_scores(summary: dict, tiers: list[int]) -> dict:
             "tasks": tasks, "samples": scored}
 
 
-def learning_table(evals: dict, rlvr_runs: list[dict], tiers: list[int], min_gain: float, metric: str) -> dict:
-    """RLVR against its SFT starting point on the easiest tier(s), per seed, on the held-out evaluation; plus
-    the learner's own held-out evaluation before the first and after the last step."""
-    sft = tier_scores(evals["sft"]["summary"], tiers)
+def learning_table(evals: dict, rlvr_runs: list[dict], tiers: list[int], min_gain: float, metric: str,
+                   start: str = "sft") -> dict:
+    """RLVR against its starting point (`start`: the SFT policy, or pretraining's / your own model when SFT is
+    skipped) on the easiest tier(s), per seed, on the held-out evaluation; plus the learner's own held-out
+    evaluation before the first and after the last step. The start's scores are under "sft" (its usual name)."""
+    sft = tier_scores(evals[start]["summary"], tiers)
     seeds = []
     for run in rlvr_runs:
         mine = tier_scores(evals[f"rlvr/seed-{run['seed']}"]["summary"], tiers)
@@ -45,7 +47,7 @@ def learning_table(evals: dict, rlvr_runs: list[dict], tiers: list[int], min_gai
                       "learner_eval_reward_first": s.get("eval_reward_first"),
                       "learner_eval_reward_last": s.get("eval_reward_last"),
                       "learner_eval_pass_first": s.get("eval_pass_first"), "learner_eval_pass_last": s.get("eval_pass_last")})
-    return {"tiers": tiers, "metric": metric, "min_gain": min_gain, "sft": sft, "seeds": seeds,
+    return {"tiers": tiers, "metric": metric, "min_gain": min_gain, "start": start, "sft": sft, "seeds": seeds,
             "improved_every_seed": all(s["gain"] is not None and s["gain"] >= min_gain for s in seeds)}
 
 
@@ -205,21 +207,24 @@ def write_report(path: Path, cfg, stages: dict, rlvr_runs: list[dict], evals: di
     seed_rows = [[s["seed"], learning["sft"]["pass@1"], s["pass@1"], learning["sft"]["reward_mean"], s["reward_mean"],
                   s["gain"], s["learner_eval_reward_first"], s["learner_eval_reward_last"]] for s in learning["seeds"]]
     verdict = "yes" if learning["improved_every_seed"] else "NO"
+    start = {"sft": "SFT", "pretrain": "pretraining", "base": "the base model"}[learning.get("start", "sft")]
     plots = [plot_pretrain(read_metrics(out / "pretrain" / "metrics.jsonl")),
              plot_sft(read_metrics(out / "sft" / "metrics.jsonl")), plot_rewards(rlvr_runs), plot_pass(scores),
              plot_verdicts(evals), plot_time(seconds)]
     links = "".join(f'<li><a href="{html.escape(str(Path(r["summary"]["report"]).relative_to(out)))}">RLVR seed '
                     f'{r["seed"]}: per-step report</a></li>' for r in rlvr_runs
                     if r["summary"].get("report") and Path(r["summary"]["report"]).is_relative_to(out))
-    body = f"""<h1>Crucible pipeline: pretrain → SFT → RLVR</h1>
+    title = " → ".join(["pretrain" if "pretrain" in stages else "your model", *(["SFT"] if "sft" in stages else []),
+                        "RLVR"])
+    body = f"""<h1>Crucible pipeline: {title}</h1>
 <p>{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · output <code>{html.escape(str(out))}</code> ·
 held-out tasks: <code>{html.escape(cfg.eval.tasks)}</code>, {cfg.eval.samples} samples per task at temperature
 {cfg.eval.temperature}, the same seeds for every checkpoint.</p>
 <h2>Held-out evaluation per stage</h2>
 {_table(["checkpoint", "pass@1 (all)", f"pass@1 ({tier_label})", "reward (all)", f"reward ({tier_label})", "tasks",
          "samples", "path"], rows)}
-<h2>Did RLVR improve on SFT? ({tier_label}, {learning['metric']}, gain ≥ {learning['min_gain']}): {verdict}</h2>
-{_table(["seed", "SFT pass@1", "RLVR pass@1", "SFT reward", "RLVR reward", f"gain ({learning['metric']})",
+<h2>Did RLVR improve on {start}? ({tier_label}, {learning['metric']}, gain ≥ {learning['min_gain']}): {verdict}</h2>
+{_table(["seed", f"{start} pass@1", "RLVR pass@1", f"{start} reward", "RLVR reward", f"gain ({learning['metric']})",
          "learner eval reward before", "learner eval reward after"], seed_rows)}
 <h2>Plots</h2>
 {"".join(f'<img class="{"wide" if i == 3 else ""}" src="data:image/png;base64,{p}">'

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _demo(out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+def _demo(out: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
     env = {**os.environ, "CRUCIBLE_PIPELINE_CONFIG": "configs/pipeline/ci.yaml"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(["bash", "scripts/demo.sh", f"out_dir={out}"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=1500)
+    proc = subprocess.run(["bash", "scripts/demo.sh", f"out_dir={out}", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -68,3 +68,39 @@ def test_the_pipeline_runs_every_stage_then_reuses_them(tmp_path):
     assert time.monotonic() - started < 60
     assert set(again["reused"]) == {"pretrain", "sft", "rlvr/seed-0", "eval/pretrain", "eval/sft", "eval/rlvr/seed-0"}
     assert again["pass@1"] == s["pass@1"] and again["checkpoints"] == s["checkpoints"]
+
+
+def test_your_own_model_skips_pretraining_and_goes_through_sft_and_rlvr(tmp_path):
+    """`pretrain: null` + `model: <HF checkpoint>`: the checkpoint here is one `python -m pretrain` made (the
+    tiny preset, shortened); SFT starts from it, RLVR from SFT's, and every checkpoint is evaluated."""
+    pre = tmp_path / "pretrain"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pretrain", "--config", "tiny-cpu",
+                           f"out_dir={pre}", "train.steps=30", "eval.every=30", "checkpoint.every=30",
+                           "eval.fim_examples=0", "eval.compile_prompts=0"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = json.loads(proc.stdout.strip().splitlines()[-1])["checkpoint"]
+    out = tmp_path / "own"
+    _, s = _demo(out, "pretrain=null", f"model={model}",
+                 "sft.overrides=[train.max_steps=10,eval.every=10,checkpoint.every=10]",
+                 "rlvr.overrides=[run.steps=2,rollout.prompts_per_step=4,rollout.max_model_len=512]")
+    assert set(s["pass@1"]) == {"base", "sft", "rlvr"} and s["checkpoints"]["base"] == model
+    assert not (out / "pretrain").exists()
+    sft = json.loads((out / "sft" / "stage.json").read_text())
+    assert f"model.name_or_path={model}" in sft["command"]
+    rlvr = json.loads((out / "rlvr" / "seed-0" / "stage.json").read_text())
+    assert f"model.path={s['checkpoints']['sft']}" in rlvr["command"] and rlvr["summary"]["steps"] == 2
+    assert {json.loads((out / "eval" / f"{n}.json").read_text())["tasks"] for n in ("base", "sft", "rlvr-seed-0")} == {8}
+    assert s["learning"]["start"] == "sft"
+    html = Path(s["report"]).read_text()
+    assert "Crucible pipeline: your model → SFT → RLVR" in html and "Did RLVR improve on SFT?" in html
+    # a model that is neither a directory nor a hub id: one error naming the field, before anything runs
+    bad, summary = _demo_fails(tmp_path / "bad", "pretrain=null", "model=/nonexistent/model")
+    assert bad.returncode == 1 and "model: /nonexistent/model is neither a directory nor a hub id" in summary["error"]
+
+
+def _demo_fails(out: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {**os.environ, "CRUCIBLE_PIPELINE_CONFIG": "configs/pipeline/ci.yaml"}
+    proc = subprocess.run(["bash", "scripts/demo.sh", f"out_dir={out}", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
