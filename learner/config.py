@@ -132,7 +132,10 @@ class RunConfig(StrictModel):
     ray_address: str | None = Field(None, description='None: attach to a running cluster or start a local one;'
                                     ' "local": always start a private local one')
     tensorboard: bool = Field(True, description="also write TensorBoard scalars to out_dir/tensorboard")
-    wandb_project: str | None = Field(None, description="also log to this Weights & Biases project")
+    name: str | None = Field(None, description="the run's name: the W&B run, the `run` tag of the Ray metrics "
+                             "(one line per run in Grafana) and the report title; default: out_dir's last part")
+    wandb_project: str | None = Field(None, description="also log to this Weights & Biases project (the run "
+                                      "named run.name, the resolved config attached, resumed by the same id)")
     log_rollouts: str = Field("sample:4", pattern=r"^(none|all|sample:[1-9][0-9]*)$",
                               description="rollout dumps in out_dir/rollouts/step_NNNNNN.jsonl.gz: none, all, or "
                               "sample:N (N groups per step, best and worst kept)")
@@ -144,7 +147,7 @@ class RunConfig(StrictModel):
 # What may change when a run resumes without changing what it trains: its length and output, logging, and
 # where the work runs (placement, resources, transfer buffers). Everything else is recorded in each checkpoint.
 RESUME_IGNORES = (
-    "run.steps", "run.out_dir", "run.resume", "run.resume_from", "run.keep_checkpoints", "run.checkpoint_every",
+    "run.name", "run.steps", "run.out_dir", "run.resume", "run.resume_from", "run.keep_checkpoints", "run.checkpoint_every",
     "run.eval_every", "run.eval_samples", "run.ray_address", "run.tensorboard", "run.wandb_project",
     "run.log_rollouts", "run.call_timeout_s", "run.log_every", "rollout.engines", "rollout.cpus_per_engine",
     "rollout.gpus_per_engine", "rollout.kv_cache_gib", "rollout.gpu_memory_utilization", "rollout.enforce_eager",
@@ -195,3 +198,7 @@ def check_checkpoint(path: str, split: TaskSplit) -> None:
 def resume_settings(cfg: "RLVRConfig") -> dict:
     """What a checkpoint records and a resume must match: every setting but RESUME_IGNORES."""
     return flat_settings(cfg.model_dump(mode="json"), RESUME_IGNORES)
+
+
+def run_name(cfg: "RLVRConfig") -> str:
+    return cfg.run.name or Path(cfg.run.out_dir).name or "rlvr"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from learner import checkpoint
 from learner.batch import assign_advantages
 from configs.base import check_lineage, check_resume, resolve_model_path
-from learner.config import RLVRConfig, check_checkpoint, resume_settings
+from learner.config import RLVRConfig, check_checkpoint, resume_settings, run_name
 from learner.task_counts import TaskCounts, count_tasks
 from rewards.tasks import TaskFile, load_embedded, load_task_file
 from rewards.types import Task
@@ -293,7 +293,7 @@ class Trainer:
 
         final = checkpoint.latest(self.out)
         records = read_metrics(self.out / "metrics.jsonl")
-        report = write_report(self.out / "metrics.jsonl", self.out / "report.html",
+        report = write_report(self.out / "metrics.jsonl", self.out / "report.html", title=f"Crucible RLVR run: {run_name(self.cfg)}",
                               summary={"config": self.cfg.model_dump_json()}, rollouts_dir=self.out / "rollouts")
         first, last = self.history.get("eval_first", {}), self.history.get("eval_last", {})
         return {"checkpoint": str(final / "policy") if final else None, "steps": self.cfg.run.steps,
@@ -384,7 +384,8 @@ def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
         parts.engines = EngineGroup.on_ray(model_path, cfg.rollout, cfg.model.dtype, cfg.run.seed,
                                            cfg.run.call_timeout_s)
         parts.learners = LearnerGroup(model_path, cfg)
-        parts.sink = MetricsSink(out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
+        parts.sink = MetricsSink(out, tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
+                                 run_name=run_name(cfg), config=cfg.model_dump(mode="json"))
         parts.producer = Producer(parts.engines, parts.rewards.score, tasks.train, cfg.rollout, cfg.run.seed,
                                   cfg.run.staleness)
     except BaseException:

@@ -78,11 +78,12 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 class MetricsSink:
     def __init__(self, out_dir: str | Path, tensorboard: bool = True, ray_metrics: bool = True,
-                 wandb_project: str | None = None, run_name: str = "rlvr") -> None:
+                 wandb_project: str | None = None, run_name: str = "rlvr", config: dict | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / JSONL_NAME
         self.run_name = run_name
+        self.config = config
         self._tensorboard = tensorboard
         self._ray_metrics = ray_metrics
         self._tb = None  # created on the first log(), see _tb_writer
@@ -168,4 +169,9 @@ class MetricsSink:
         except ImportError:
             log.warning("wandb_project=%r set but wandb is not installed; skipping W&B", project)
             return None
-        return wandb.init(project=project, name=self.run_name, dir=str(self.out_dir))
+        # one W&B run per out_dir: its id is kept there, so a resumed run continues the same W&B run
+        id_file = self.out_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        id_file.write_text(run_id)
+        return wandb.init(project=project, name=self.run_name, id=run_id, resume="allow", config=self.config,
+                          dir=str(self.out_dir))

@@ -182,3 +182,29 @@ def test_driver_gauges_reach_rays_metrics_endpoint(tmp_path: Path, monkeypatch):
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_the_wandb_run_is_named_carries_the_config_and_a_resume_continues_it(tmp_path, monkeypatch):
+    """W&B itself is not installed here: a stand-in module records what the sink asks of `wandb.init`."""
+    import types
+
+    calls, ids = [], iter(["first-id", "second-id"])
+    run = types.SimpleNamespace(log=lambda *a, **k: None, finish=lambda: None)
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(kw) or run,
+                                 util=types.SimpleNamespace(generate_id=lambda: next(ids)))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    for _ in range(2):  # a run, then its resume in the same out_dir
+        MetricsSink(tmp_path, tensorboard=False, ray_metrics=False, wandb_project="proj", run_name="exp-7",
+                    config={"algo": {"lr": 1e-5}}).close()
+    assert [c["id"] for c in calls] == ["first-id", "first-id"]
+    assert all(c["name"] == "exp-7" and c["project"] == "proj" and c["config"] == {"algo": {"lr": 1e-5}}
+               and c["resume"] == "allow" for c in calls)
+
+
+def test_run_name_defaults_to_the_out_dir_and_is_not_a_resume_setting():
+    from learner.config import RLVRConfig, resume_settings, run_name
+
+    cfg = RLVRConfig(run={"out_dir": "runs/exp-3"})
+    assert run_name(cfg) == "exp-3"
+    named = RLVRConfig(run={"out_dir": "runs/exp-3", "name": "lr-sweep-a"})
+    assert run_name(named) == "lr-sweep-a" and resume_settings(named) == resume_settings(cfg)
