@@ -83,11 +83,28 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def _is_override_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and _OVERRIDE.match(v) for v in value)
+
+
+def merge_override_lists(base: list[str], extra: list[str]) -> list[str]:
+    """Two lists of `key=value` overrides (a pipeline stage's `overrides`) merged key by key: `extra` replaces
+    the value of a key `base` sets and appends new keys, in order; `base`'s other keys stay."""
+    merged = {item.partition("=")[0]: item for item in base}
+    merged.update({item.partition("=")[0]: item for item in extra})
+    return list(merged.values())
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
+        elif _is_override_list(value) and _is_override_list(merged.get(key)):
+            merged[key] = merge_override_lists(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -130,11 +147,15 @@ def resolve_preset(path: str | Path, stage: str | None = None) -> Path:
     return p  # reading it names the missing file
 
 
-def load_config(model: type[ModelT], path: str | Path | None = None, overrides: list[str] = (),
+def load_config(model: type[ModelT], path: str | Path | list | None = None, overrides: list[str] = (),
                 stage: str | None = None) -> ModelT:
-    """Build `model` from a YAML preset (optional; a file, or a preset name of `stage`) plus overrides; raise
-    ConfigError naming the field."""
-    data = _read_yaml(resolve_preset(path, stage)) if path else {}
+    """Build `model` from YAML presets (optional; each a file or a preset name of `stage`; several compose in
+    order, later ones winning key by key) plus overrides; raise ConfigError naming the field."""
+    paths = [p for p in (path if isinstance(path, list) else [path]) if p]
+    data: dict[str, Any] = {}
+    for one in paths:
+        data = _merge(data, _read_yaml(resolve_preset(one, stage)))
+    path = " + ".join(map(str, paths)) if paths else None
     data = _merge(data, parse_overrides(list(overrides)))
     source = str(path) if path else "defaults"
     try:
@@ -186,12 +207,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, stage: str, default
                          model: type[BaseModel], example: str) -> None:
     """`--config`, `--print-config` and the key=value overrides, with every key listed in `--help`."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML file, or a preset name of configs/{stage}/ (e.g. {Path(default_config).stem})")
+    parser.add_argument("--config", action="append", default=None,
+                        help=f"YAML file, or a preset name of configs/{stage}/ (default {Path(default_config).stem}); "
+                        "repeat to compose several, later ones winning key by key")
+    parser.set_defaults(config_default=default_config)
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (preset + overrides, defaults filled in) and exit")
     parser.add_argument("overrides", nargs="*", help=f"dotted key=value, e.g. {example}")
-    parser.epilog = ("settable keys (key=value; lists as [a,b]; nested keys dotted):\n"
+    parser.epilog = ("settable keys (key=value; lists as [a,b]; nested keys dotted; a list of key=value "
+                     "overrides merges key by key with the preset's):\n"
                      + "\n".join(field_lines(model)))
 
 
@@ -214,7 +238,7 @@ def config_cli(argv: list[str] | None, *, prog: str, description: str, default_c
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
     try:
-        cfg = load_config(model, args.config, args.overrides, stage=stage)
+        cfg = load_config(model, args.config or [args.config_default], args.overrides, stage=stage)
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
     if args.print_config:

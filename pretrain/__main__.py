@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.stage)
         args.stage = "all"
     try:
-        cfg = load_config(PretrainConfig, args.config, args.overrides, stage="pretrain")
+        cfg = load_config(PretrainConfig, args.config or [args.config_default], args.overrides, stage="pretrain")
     except ConfigError as exc:
         return cli_error(str(exc), 2, "config error")
     if args.print_config:

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli_error(f"unknown command {argv[0]!r} (one of {', '.join(COMMANDS)})", 2)
     args = _parser(command).parse_intermixed_args(argv)
     try:
-        cfg = load_config(SFTConfig, args.config, args.overrides, stage="sft")
+        cfg = load_config(SFTConfig, args.config or [args.config_default], args.overrides, stage="sft")
     except ConfigError as exc:
         return cli_error(str(exc), 2)
     if args.print_config:

@@ -110,3 +110,19 @@ def test_flat_settings_and_their_differences_by_hand():
     assert check_resume({"x": 1}, {"x": 2}, "ckpt", "force") == ["x: 1 -> 2"]
     with pytest.raises(ValueError, match=r"ckpt was trained under other settings.*\n  x: 1 -> 2\n"):
         check_resume({"x": 1}, {"x": 2}, "ckpt", True)
+
+
+def test_several_configs_compose_in_order_and_override_lists_merge_key_by_key(tmp_path, monkeypatch):
+    from configs.loader import merge_override_lists
+    from scripts.pipeline import PipelineConfig
+
+    assert merge_override_lists(["a=1", "b.c=2", "d=3"], ["b.c=5", "e=6"]) == ["a=1", "b.c=5", "d=3", "e=6"]
+    monkeypatch.chdir(tmp_path)
+    Path("more.yaml").write_text("run: {steps: 9}\nalgo: {lr: 3.0e-5}\n")
+    Path("most.yaml").write_text("run: {steps: 11}\n")
+    cfg = load_config(RLVRConfig, ["tiny-cpu", "more.yaml", "most.yaml"], ["algo.kl_coef=0.01"], stage="rlvr")
+    assert (cfg.run.steps, cfg.algo.lr, cfg.algo.kl_coef, cfg.rollout.max_new_tokens) == (11, 3e-5, 0.01, 96)
+    # `make demo ARGS="rlvr.overrides=[run.steps=2]"` changes one key and keeps the preset's others
+    pipe = load_config(PipelineConfig, "ci", ["rlvr.overrides=[run.steps=2]"], stage="pipeline")
+    assert pipe.rlvr.overrides[0] == "run.steps=2" and "algo.lr=3.0e-4" in pipe.rlvr.overrides
+    assert len(pipe.rlvr.overrides) == 5
