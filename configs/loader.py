@@ -182,24 +182,35 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
-def field_lines(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """One line per settable key, from the pydantic model itself (so it cannot go stale): the dotted key, its
-    type, its default and its whole description; nested models are listed key by key."""
-    lines = []
+def field_rows(model: type[BaseModel], prefix: str = "") -> list[dict]:
+    """One row per settable key, from the pydantic model itself (so it cannot go stale): the dotted key, its
+    type, its default and its whole description; a nested model is a section row, then its keys."""
+    rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         nested = _nested_model(field.annotation)
         if nested is not None:
-            if field.description:
-                lines.append(f"{key}.*: {field.description}")
-            lines.extend(field_lines(nested, key + "."))
+            rows.append({"section": key, "description": field.description or ""})
+            rows.extend(field_rows(nested, key + "."))
             continue
         if field.default_factory is not None:
             default = field.default_factory()
         else:
             default = "(required)" if field.is_required() else field.default
-        line = f"  {key} ({_type_name(field.annotation)}, default {json.dumps(default, default=str)})"
-        lines.append(line + (f": {field.description}" if field.description else ""))
+        rows.append({"key": key, "type": _type_name(field.annotation),
+                     "default": json.dumps(default, default=str), "description": field.description or ""})
+    return rows
+
+
+def field_lines(model: type[BaseModel]) -> list[str]:
+    """`--help`'s list of keys (see field_rows)."""
+    lines = []
+    for row in field_rows(model):
+        if "section" in row:
+            lines.append(f"{row['section']}.*" + (f": {row['description']}" if row["description"] else ""))
+        else:
+            line = f"  {row['key']} ({row['type']}, default {row['default']})"
+            lines.append(line + (f": {row['description']}" if row["description"] else ""))
     return lines
 
 
