@@ -126,3 +126,13 @@ def test_several_configs_compose_in_order_and_override_lists_merge_key_by_key(tm
     pipe = load_config(PipelineConfig, "ci", ["rlvr.overrides=[run.steps=2]"], stage="pipeline")
     assert pipe.rlvr.overrides[0] == "run.steps=2" and "algo.lr=3.0e-4" in pipe.rlvr.overrides
     assert len(pipe.rlvr.overrides) == 5
+
+
+def test_a_direct_run_refuses_a_job_submission_address(monkeypatch):
+    from learner.driver import connect_ray
+
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    with pytest.raises(ValueError, match="is a dashboard \\(job submission\\) address.*run.ray_address=<host>:6379"):
+        connect_ray(None)
+    with pytest.raises(ValueError, match="'https://head:8265' is a dashboard"):
+        connect_ray("https://head:8265")
