@@ -240,12 +240,17 @@ def print_config(cfg: BaseModel) -> int:
 
 def config_cli(argv: list[str] | None, *, prog: str, description: str, default_config: str, model: type[ModelT],
                run: Callable[[ModelT], dict], example: str, failures: tuple[type[Exception], ...],
-               log_format: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> int:
+               log_format: str = "%(asctime)s %(name)s %(levelname)s %(message)s",
+               dry_run: Callable[[ModelT], dict] | None = None) -> int:
     """A one-command CLI: `--config preset.yaml key=value ...` -> `run(config)` -> its summary as the last stdout
     line. A bad config exits 2 and a failure in `failures` exits 1, both through `cli_error`."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     stage = Path(default_config).parts[1]
     add_config_arguments(parser, stage=stage, default_config=default_config, model=model, example=example)
+    if dry_run is not None:
+        parser.add_argument("--dry-run", action="store_true",
+                            help="check everything the run would check before starting (inputs, model, resources), "
+                            "print the result and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=log_format, stream=sys.stderr)
     try:
@@ -255,7 +260,7 @@ def config_cli(argv: list[str] | None, *, prog: str, description: str, default_c
     if args.print_config:
         return print_config(cfg)
     try:
-        summary = run(cfg)
+        summary = dry_run(cfg) if getattr(args, "dry_run", False) else run(cfg)
     except failures as exc:
         return cli_error(str(exc), 1)
     except Exception as exc:  # a bug, not bad input: the traceback for the report, the JSON line for scripts

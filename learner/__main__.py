@@ -25,10 +25,17 @@ def run(cfg: RLVRConfig) -> dict:
     return run_grpo(cfg.model_copy(update={"run": cfg.run.model_copy(update={"out_dir": out_dir})}))
 
 
+def dry_run(cfg: RLVRConfig) -> dict:
+    from learner.driver import dry_run as check
+
+    return check(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     return config_cli(argv, prog="python -m learner", description=__doc__.split("\n\n")[0].replace("\n", " "),
                       default_config="configs/rlvr/tiny-cpu.yaml", model=RLVRConfig, run=run,
-                      example="run.steps=3 learner.backend=fsdp2", failures=(ValueError, RuntimeError))
+                      example="run.steps=3 learner.backend=fsdp2", failures=(ValueError, RuntimeError),
+                      dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -356,6 +356,39 @@ def prepare_out_dir(cfg: RLVRConfig) -> Path:
     return out
 
 
+def dry_run(cfg: RLVRConfig) -> dict:
+    """`python -m learner --dry-run`: everything a run checks before it starts, then exit: the tasks load and
+    split, the model and its tokenizer load, the output directory's checkpoint matches these settings, and the
+    Ray cluster (the one the run would attach to; else this machine) has the CPUs, GPUs and custom resources."""
+    from transformers import AutoTokenizer
+
+    tasks = split_tasks(cfg)
+    log.info(tasks.counts.line())
+    model_path = resolve_model(cfg)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    out = Path(cfg.run.out_dir)
+    start_from = checkpoint.resume_point(out, cfg.run.resume, cfg.run.resume_from) if out.exists() else None
+    if start_from is not None:
+        check_resume(checkpoint.read_driver_state(start_from).get("settings"), resume_settings(cfg), start_from,
+                     cfg.run.resume)
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        connect_ray(cfg.run.ray_address)
+        import ray
+
+        cluster, where = ray.cluster_resources(), f"the Ray cluster at {address}"
+        ray.shutdown()
+    else:  # the run would start a private Ray on this machine: its cores and GPUs
+        import torch
+
+        cluster = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        where = "this machine (a private local Ray)"
+    check_resources(cfg, cluster)
+    return {"dry_run": "ok", "tasks": tasks.counts.as_dict(), "model": model_path, "vocab_size": len(tok),
+            "resumes_from": str(start_from) if start_from else None, "resources_checked_against": where,
+            "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU") or k in cfg.reward.resources}}
+
+
 def build(cfg: RLVRConfig) -> tuple[Trainer, Any]:
     """The real parts on Ray. Bad task files fail before Ray and the heavy imports; on any failure what was
     already built (and a Ray this call started) is closed."""

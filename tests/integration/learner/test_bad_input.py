@@ -188,3 +188,21 @@ def test_too_many_engines_or_sandbox_units_fail_fast_naming_both_and_leave_no_ra
             except psutil.Error:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# ---- --dry-run: the checks, then exit ----------------------------------------------------------------------
+
+def test_dry_run_checks_tasks_model_and_resources_then_exits(tmp_path: Path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "learner", "--config", "tiny-cpu", "--dry-run",
+                           f"run.out_dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["dry_run"] == "ok" and summary["tasks"]["train"] == 16 and summary["tasks"]["heldout"] == 8
+    assert summary["vocab_size"] > 0 and summary["resources_checked_against"].startswith("this machine")
+    assert not (tmp_path / "run").exists()  # nothing written, nothing started
+    # a GPU setting on a machine without one: the same one-line error a run would stop with
+    rc, err, _ = run_learner("--dry-run", "learner.gpus_per_worker=1", f"run.out_dir={tmp_path / 'gpu'}", timeout=120)
+    assert rc == 1 and "the run needs 1 GPUs" in err and "has 0" in err
