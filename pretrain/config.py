@@ -46,6 +46,8 @@ class TrainConfig(StrictModel):
                                   "documents do not attend to each other (pretrain.isolation); refuse to train if so")
     seed: int = 0
     log_every: int = Field(1, ge=1)
+    progress_every: int = Field(0, ge=0, description="when stderr is not a terminal (a log file, a Ray job), one "
+                                "progress line every N logged steps (0: about every 5 % of the run)")
     peak_tflops: float | None = Field(
         None, gt=0, description="device peak for MFU; default: a table of GPUs, or 0.1 TFLOP/s per CPU core")
 
@@ -123,8 +125,8 @@ class PretrainConfig(StrictModel):
 # What may change when pretraining resumes without changing what it trains: output, checkpointing, evaluation,
 # alerts and logging, and speed/memory switches. Everything else is recorded in each checkpoint's meta.json.
 RESUME_IGNORES = ("out_dir", "checkpoint.", "eval.", "alerts.", "tensorboard", "wandb_project", "train.log_every",
-                  "train.peak_tflops", "train.isolation_probe", "train.compile", "train.activation_checkpointing",
-                  "train.loss_chunk_tokens")
+                  "train.peak_tflops", "train.progress_every", "train.isolation_probe", "train.compile",
+                  "train.activation_checkpointing", "train.loss_chunk_tokens")
 
 
 def resume_settings(cfg: PretrainConfig) -> dict:

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+import time
 import warnings
 from collections import deque
 from pathlib import Path
@@ -116,12 +117,29 @@ class LossSpikeDetector:
         self.history.extend(state["history"])
 
 
+def progress_line(step: int, total: int, start: int, elapsed_s: float, metrics: dict) -> str:
+    """`pretrain step 40/600 | loss 3.214 | val_bpb 1.872 | 41230 tok/s | ETA 4m12s` (what a log file shows)."""
+    parts = [f"pretrain step {step}/{total}", f"loss {metrics['train/loss']:.3f}"]
+    if "val/bpb" in metrics:
+        parts.append(f"val_bpb {metrics['val/bpb']:.3f}")
+    if metrics.get("perf/tokens_per_s"):
+        parts.append(f"{metrics['perf/tokens_per_s']:.0f} tok/s")
+    done = step - start
+    if done > 0 and step < total:
+        eta = elapsed_s / done * (total - step)
+        parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+    return " | ".join(parts)
+
+
 class Monitor:
     def __init__(self, out_dir: Path, total_steps: int, start_step: int, enabled: bool, tensorboard: bool,
-                 wandb_project: str | None, config: dict) -> None:
+                 wandb_project: str | None, config: dict, progress_every: int = 0) -> None:
         self.enabled = enabled
         self.jsonl = out_dir / "metrics.jsonl"
         self.tb = self.wandb = self.progress = None
+        # Not a terminal (a log file, a Ray job, CI): tqdm stays quiet, so a plain line every ~5 % of the run.
+        self.total, self.start_step, self.t0 = total_steps, start_step, time.monotonic()
+        self.line_every = progress_every or max(1, (total_steps - start_step) // 20)
         if not enabled:
             return
         if tensorboard:
@@ -147,7 +165,11 @@ class Monitor:
                 self.tb.add_scalar(key, value, step)
         if self.wandb:
             self.wandb.log(metrics, step=step)
-        if self.progress is not None and "train/loss" in metrics:
+        if self.progress is not None and self.progress.disable and "train/loss" in metrics and (
+                step % self.line_every == 0 or step == self.total):
+            print(progress_line(step, self.total, self.start_step, time.monotonic() - self.t0, metrics),
+                  file=sys.stderr, flush=True)
+        elif self.progress is not None and "train/loss" in metrics:
             self.progress.n = step
             self.progress.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                       tok_s=f"{metrics.get('perf/tokens_per_s', 0):.0f}", refresh=False)

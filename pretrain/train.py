@@ -330,7 +330,7 @@ class Trainer:
         cfg = self.cfg
         resumed = self.maybe_resume()
         monitor = Monitor(cfg.out_dir, cfg.train.steps, self.step, self.rank == 0, cfg.tensorboard,
-                          cfg.wandb_project, cfg.model_dump(mode="json"))
+                          cfg.wandb_project, cfg.model_dump(mode="json"), cfg.train.progress_every)
         # tokens per optimizer step on ONE device: MFU and tokens/s are per GPU (torchtitan's convention), so
         # they compare across world sizes
         tokens_per_device_step = cfg.data.seq_len * cfg.data.micro_batch_size * cfg.data.grad_accum
