@@ -13,14 +13,16 @@ HF_SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tok
                  "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja")
 
 
-def save_hf_policy(state: dict, source_model: str | Path, out: str | Path) -> Path:
-    """Weights from the learner + config/tokenizer files of the model the run started from."""
-    from safetensors.torch import save_file
+def save_hf_policy(state: dict, source_model: str | Path, out: str | Path, max_shard_size: int | str = "5GB") -> Path:
+    """Weights from the learner + config/tokenizer files of the model the run started from. Sharded the way
+    `save_pretrained` shards (`model-0000i-of-0000n.safetensors` + `model.safetensors.index.json` above
+    `max_shard_size`; one `model.safetensors` below), so a 32B policy is not one 64 GB file and loads in vLLM,
+    transformers, PEFT and TRL as any hub checkpoint does."""
+    from huggingface_hub import save_torch_state_dict
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_torch_state_dict(state, out, max_shard_size=max_shard_size, metadata={"format": "pt"})
     for name in HF_SIDE_FILES:
         if (Path(source_model) / name).exists():
             shutil.copy2(Path(source_model) / name, out / name)
