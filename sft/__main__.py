@@ -56,7 +56,7 @@ def _wait_for(ready, what: str, where: Path, timeout_s: float = 1800) -> None:
         time.sleep(1)
 
 
-def _prepare(cfg: SFTConfig, build_base: bool, rebuild: bool = False) -> tuple[dict, str | None]:
+def _prepare(cfg: SFTConfig, build_base: bool, rebuild: bool = False, training: bool = False) -> tuple[dict, str | None]:
     """Rank 0 builds the data (and the scratch base); other ranks wait. Returns (data stats, base)."""
     from sft.dataset import build_dataset
 
@@ -67,6 +67,11 @@ def _prepare(cfg: SFTConfig, build_base: bool, rebuild: bool = False) -> tuple[d
     if rank0:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         check_lineage(cfg.out_dir, cfg.data.split, "data.split", own_output=True)  # its checkpoints trained under that split
+        if training:  # the checkpoint it would resume was trained under these settings (before anything is written)
+            from sft.train import check_resume_settings
+
+            if diff := check_resume_settings(cfg):
+                print(f"[sft] train.resume=force: resuming under changed settings: {'; '.join(diff)}", file=sys.stderr)
         (cfg.out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
         if rebuild or not stats_path.exists() or not built_from.exists() or built_from.read_text() != wanted:
             built_from.unlink(missing_ok=True)
@@ -96,7 +101,7 @@ def _prepare(cfg: SFTConfig, build_base: bool, rebuild: bool = False) -> tuple[d
 def _train(cfg: SFTConfig) -> dict:
     from sft.train import run_training
 
-    stats, base = _prepare(cfg, build_base=True)
+    stats, base = _prepare(cfg, build_base=True, training=True)
     summary = run_training(cfg, base)
     return {**summary, "base": base, "data_dir": str(cfg.data_dir), "data_samples": stats["num_samples"]}
 

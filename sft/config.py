@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs.base import StrictModel, check_lineage
+from configs.base import StrictModel, check_lineage, flat_settings
 from pretrain.model import ModelConfig
 from sft.dataset import DataConfig
 
@@ -62,7 +62,9 @@ class TrainSettings(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     bf16: bool | None = Field(None, description="default: on when a CUDA GPU is present")
-    resume: bool = Field(True, description="continue from the newest checkpoint in out_dir/checkpoints")
+    resume: bool | Literal["force"] = Field(True, description="continue from the newest checkpoint in "
+                                           "out_dir/checkpoints; one trained under other settings (RESUME_IGNORES "
+                                           "lists what may change) is refused with the differences unless 'force'")
 
 
 class EvalSettings(StrictModel):
@@ -114,3 +116,11 @@ class SFTConfig(StrictModel):
     def base_dir(self) -> Path:
         """Where a scratch base model (and tokenizer) is saved, so merge/compare can load it."""
         return self.out_dir / "base"
+
+
+# What may change when SFT resumes without changing what it trains: output, checkpointing, evaluation, logging.
+RESUME_IGNORES = ("out_dir", "checkpoint.", "eval.", "logging.", "train.resume")
+
+
+def resume_settings(cfg: SFTConfig) -> dict:
+    return flat_settings(cfg.model_dump(mode="json"), RESUME_IGNORES)

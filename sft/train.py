@@ -15,7 +15,8 @@ import torch
 from transformers import TrainerCallback
 
 from configs.loader import jsonl_rows
-from sft.config import SFTConfig
+from configs.base import check_resume
+from sft.config import SFTConfig, resume_settings
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,13 @@ def build_trainer(cfg: SFTConfig, base: str, train_rows: list[dict], eval_rows: 
     for callback in trainer.callback_handler.callbacks:  # its directory, without the process-wide env variable
         if isinstance(callback, TensorBoardCallback):
             callback.logging_dir = str(cfg.out_dir / "tensorboard")
+    trainer.add_callback(_SettingsRecorder(resume_settings(cfg)))
     trainer.schedule, trainer.decay_fraction = cfg.train.schedule, cfg.train.decay_fraction
     trainer.records = {"train": len(train_rows), "eval": len(eval_rows)}
     return trainer, dropped + dropped_eval
+
+
+SETTINGS = "crucible_settings.json"  # in each checkpoint-N: the settings it was trained under
 
 
 def _latest_checkpoint(cfg: SFTConfig) -> str | None:
@@ -192,6 +197,30 @@ def _latest_checkpoint(cfg: SFTConfig) -> str | None:
 
     ckpt_dir = cfg.out_dir / "checkpoints"
     return get_last_checkpoint(str(ckpt_dir)) if cfg.train.resume and ckpt_dir.is_dir() else None
+
+
+def check_resume_settings(cfg: SFTConfig) -> list[str]:
+    """The checkpoint a run would resume was trained under these settings, or the run stops naming each
+    difference (train.resume=force: returned, for the log). A checkpoint without a record resumes unchecked."""
+    latest = _latest_checkpoint(cfg)
+    if latest is None:
+        return []
+    record = Path(latest) / SETTINGS
+    recorded = json.loads(record.read_text()) if record.exists() else None
+    return check_resume(recorded, resume_settings(cfg), latest, cfg.train.resume)
+
+
+class _SettingsRecorder(TrainerCallback):
+    """Writes the run's settings into each checkpoint HF's Trainer saves (rank 0)."""
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = settings
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                (ckpt / SETTINGS).write_text(json.dumps(self.settings, indent=1))
 
 
 def run_training(cfg: SFTConfig, base: str) -> dict:

@@ -91,6 +91,10 @@ def test_lora_resume_continues_the_same_loss_curve_and_merged_model_loads_in_vll
     reuse_data(out, resumed)
     shutil.copytree(straight / "checkpoints" / "checkpoint-4", resumed / "checkpoints" / "checkpoint-4")
     shutil.copy(straight / "eval_first.json", resumed / "eval_first.json")
+    # the checkpoint records its settings: another learning rate is refused, naming it, before anything runs
+    proc, refused = run_sft(["train", f"out_dir={resumed}", *lora, "train.lr=2e-2"])
+    assert proc.returncode == 1 and "checkpoint-4 was trained under other settings" in refused["error"]
+    assert "train.lr: 0.01 -> 0.02" in refused["error"] and not (resumed / "config.json").exists()
     proc, b = run_sft(["train", f"out_dir={resumed}", *lora])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert b["resumed_from"].endswith("checkpoint-4") and b["steps"] == 8
