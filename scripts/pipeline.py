@@ -159,8 +159,11 @@ def eval_cmd(model: str, cfg: EvalConfig, out: Path) -> list[str]:
 
 # ---- the pipeline -------------------------------------------------------------------------------------------
 def rlvr_cmd(cfg: PipelineConfig, dashboard: str, sft_checkpoint: str, seed: int, run_dir: Path) -> list[str]:
+    # From a checkout the job gets the checkout as its working dir; an installed package is already importable
+    # by the job's python (uploading site-packages would be wrong).
+    working_dir = ["--working-dir", str(REPO)] if (REPO / "pyproject.toml").is_file() else []
     return [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
-            "--working-dir", str(REPO), "--", "python", "-m", "learner", "--config", cfg.rlvr.config,
+            *working_dir, "--", "python", "-m", "learner", "--config", cfg.rlvr.config,
             *cfg.split_overrides("tasks.split"), *cfg.rlvr.overrides, f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
 
 
