@@ -338,6 +338,16 @@ def progress_line(step: int, total: int, rec: dict, elapsed: float, done_this_ru
             f"{num('time_step_s', '.1f')}s/step ETA {int(left // 60)}m{int(left % 60):02d}s")
 
 
+def checked_resume_point(cfg: RLVRConfig, out: Path) -> tuple[Path | None, list[str]]:
+    """The checkpoint the run would continue from, refused (ValueError) when it was trained under other
+    settings; with run.resume=force, also the differences to log."""
+    start_from = checkpoint.resume_point(out, cfg.run.resume, cfg.run.resume_from)
+    if start_from is None:
+        return None, []
+    recorded = checkpoint.read_driver_state(start_from).get("settings")
+    return start_from, check_resume(recorded, resume_settings(cfg), start_from, cfg.run.resume)
+
+
 def prepare_out_dir(cfg: RLVRConfig) -> Path:
     """The run's directory, checked before anything starts: the split its checkpoints were trained under, the
     settings of the checkpoint it resumes (or the earlier run set aside with run.resume=false); then its record."""
@@ -347,11 +357,9 @@ def prepare_out_dir(cfg: RLVRConfig) -> Path:
         log.warning("run.resume=false: the earlier run's outputs in %s moved to %s", out, aside)
     check_lineage(out, cfg.tasks.split, "tasks.split", own_output=True)  # its checkpoints were trained under the recorded split
     # Resume only what was trained under these settings (the checkpoint records them), before anything starts.
-    start_from = checkpoint.resume_point(out, cfg.run.resume, cfg.run.resume_from)
-    if start_from is not None:
-        if diff := check_resume(checkpoint.read_driver_state(start_from).get("settings"), resume_settings(cfg),
-                                start_from, cfg.run.resume):
-            log.warning("run.resume=force: continuing %s under changed settings:\n  %s", start_from, "\n  ".join(diff))
+    start_from, diff = checked_resume_point(cfg, out)
+    if diff:
+        log.warning("run.resume=force: continuing %s under changed settings:\n  %s", start_from, "\n  ".join(diff))
     (out / "config.json").write_text(cfg.model_dump_json(indent=1))  # the run's record, split included
     return out
 
@@ -366,11 +374,7 @@ def dry_run(cfg: RLVRConfig) -> dict:
     log.info(tasks.counts.line())
     model_path = resolve_model(cfg)
     tok = AutoTokenizer.from_pretrained(model_path)
-    out = Path(cfg.run.out_dir)
-    start_from = checkpoint.resume_point(out, cfg.run.resume, cfg.run.resume_from) if out.exists() else None
-    if start_from is not None:
-        check_resume(checkpoint.read_driver_state(start_from).get("settings"), resume_settings(cfg), start_from,
-                     cfg.run.resume)
+    start_from, _ = checked_resume_point(cfg, Path(cfg.run.out_dir))
     address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         connect_ray(cfg.run.ray_address)
