@@ -24,6 +24,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_DERIVED = re.compile(r"/repair-\d+$")
+
+
+def origin_task_id(task_id: str) -> str:
+    """The task a derived task was built from (`ID/repair-N` -> `ID`); any other id is its own origin."""
+    return _DERIVED.sub("", task_id)
+
+
 class TaskSplit(StrictModel):
     heldout_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="share of tasks held out of every "
                                     "stage's training data and used for evaluation")
@@ -32,8 +40,10 @@ class TaskSplit(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def is_heldout(self, task_id: str) -> bool:
-        """Deterministic by task id: stable across runs, machines and task order."""
-        digest = hashlib.sha256(f"{self.seed}:{task_id}".encode()).digest()
+        """Deterministic by task id: stable across runs, machines and task order. A task derived from another
+        (a repair task `ID/repair-N`, rewards.repair) is on its origin's side: a fix of a held-out task's bug
+        would teach its reference."""
+        digest = hashlib.sha256(f"{self.seed}:{origin_task_id(task_id)}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < self.heldout_fraction
 
     def split(self, tasks: list) -> tuple[list, list]:

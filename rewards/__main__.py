@@ -4,6 +4,7 @@
     python -m rewards score --tasks PATH --completions PATH   # GRPO batches: reward mean/std per group
     python -m rewards explain --tasks PATH --task-id ID --completion FILE   # one sample, everything shown
     python -m rewards validate --tasks PATH   # a task file: schema, references pass, a wrong body fails
+    python -m rewards repair --tasks PATH|embedded --out repair.jsonl [--sft-out sft.jsonl]   # synthetic bugs
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from configs.loader import cli_error, jsonl_rows, run_cli
 from rewards.declarations import scan_braces
 from rewards.extract import completion_of
 from rewards.passk import available_ks, mean_pass_at_k
+from rewards.reward import RewardConfig
 from rewards.scorer import MAX_COMPLETION_BYTES, TASK_ERROR
 from rewards.tasks import FINAL_SIGNATURE, TaskFile, load_embedded, load_task_file
 from rewards.types import ScoredSample, Task
@@ -64,6 +66,8 @@ def summarize(scored: list[ScoredSample]) -> dict:
         "verdicts": dict(Counter(s.verdict for s in scored)),
         "reward_mean": round(statistics.fmean([s.reward for s in usable]), 4) if usable else None,
     }
+    if any(s.sanitizer is not None for s in scored):
+        summary["sanitizer_findings"] = dict(Counter(s.sanitizer["kind"] for s in scored if s.sanitizer))
     for k in available_ks(n for n, _ in counts):
         summary[f"pass@{k}"] = round(mean_pass_at_k(counts, k), 4)
     if usable:
@@ -91,7 +95,7 @@ def _numbered(text: str) -> str:
     return "\n".join(f"{i:4} | {line}" for i, line in enumerate(text.splitlines(), 1))
 
 
-def explain(task: Task, text: str, backend: str, mode: str) -> int:
+def explain(task: Task, text: str, backend: str, mode: str, sanitize: bool = False) -> int:
     """Print the assembled sources, the compiler's output, each assert's or case's result and the reward."""
     from rewards.harness import verify
     from rewards.scorer import Scorer
@@ -99,12 +103,12 @@ def explain(task: Task, text: str, backend: str, mode: str) -> int:
     from sandbox.pool import SandboxPool
 
     with SandboxPool(SandboxConfig(backend=backend, num_workers=1)) as pool:
-        prep, result, scored = Scorer(pool, mode=mode).explain(task, text)
+        prep, result, scored = Scorer(pool, RewardConfig(sanitize=sanitize), mode=mode).explain(task, text)
     for name, source in sorted(prep.job.files.items()):
         where = f" (the completion starts at line {prep.first_line})" if name == "solution.cpp" else ""
         print(f"===== {name}{where}")
         print(_numbered(source))
-    print(f"===== compiler: g++ {' '.join(prep.job.flags)}")
+    print(f"===== compiler: g++ {' '.join(prep.job.build_flags)}")
     print((result.compile.stdout + result.compile.stderr).strip() if result.compile else "(not run)")
     print("===== tests")
     if prep.assembled is not None and result.tests:
@@ -204,10 +208,43 @@ def validate(loaded: TaskFile, backend: str, workers: int | None) -> int:
     return 1 if summary["error"] else 0
 
 
+def repair(tasks: list[Task], args) -> int:
+    """Build repair tasks from synthetic bugs in the tasks' references (rewards.repair); write them as task
+    rows (and SFT samples); print one JSON summary."""
+    from configs.base import TaskSplit
+    from rewards.repair import build_repair_cases, task_row
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    split = TaskSplit()
+    used = [t for t in tasks if args.include_heldout or not split.is_heldout(t.task_id)]
+    cfg = SandboxConfig(backend=args.backend, **({"num_workers": args.workers} if args.workers else {}))
+    with SandboxPool(cfg) as pool:
+        cases, counts = build_repair_cases(used, pool, per_task=args.per_task, tries_per_task=args.tries_per_task,
+                                           seed=args.seed, sanitize=True, progress=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        for case in cases:
+            f.write(json.dumps(task_row(case)) + "\n")
+    if args.sft_out:
+        from sft.builders import repair_samples
+
+        Path(args.sft_out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.sft_out, "w") as f:
+            for sample in repair_samples(case.task for case in cases):
+                f.write(json.dumps(sample.to_alpaca()) + "\n")
+    print(json.dumps({"tasks": len(used), "heldout_skipped": len(tasks) - len(used), "mutants": counts["tried"],
+                      "kept": len(cases), "by_operator": {k.split("/", 1)[1]: v for k, v in sorted(counts.items())
+                                                          if k.startswith("kept/")},
+                      "still_pass": sum(v for k, v in counts.items() if k.startswith("still_passes/")),
+                      "out": args.out, **({"sft_out": args.sft_out} if args.sft_out else {})}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["eval", "score", "explain", "validate"])
+    parser.add_argument("command", choices=["eval", "score", "explain", "validate", "repair"])
     parser.add_argument("--tasks", required=True, help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded'")
     parser.add_argument("--completions", help="eval/score: JSONL of {task_id, completion}, or 'canonical'")
     parser.add_argument("--task-id", help="explain: the task")
@@ -216,6 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: one per core)")
     parser.add_argument("--mode", default="raw", choices=["raw", "chat"], help="completion extraction")
     parser.add_argument("--out", help="write one JSON line per completion, in input order")
+    parser.add_argument("--sanitize", action="store_true",
+                        help="compile and run under AddressSanitizer + UBSan: a finding fails the run and costs the "
+                             "`sanitizer` reward component (reward.weights.sanitize in RLVR configs)")
+    parser.add_argument("--per-task", type=int, default=2, help="repair: repair tasks kept per task")
+    parser.add_argument("--tries-per-task", type=int, default=8, help="repair: mutants tried per task")
+    parser.add_argument("--seed", type=int, default=0, help="repair: which mutants are tried")
+    parser.add_argument("--sft-out", help="repair: also write the cases as SFT samples (alpaca JSONL)")
+    parser.add_argument("--include-heldout", action="store_true",
+                        help="repair: also use tasks the default split holds out for evaluation (their repair "
+                             "tasks are held out too: configs.base.TaskSplit)")
     parser.add_argument("--lenient", action="store_true",
                         help="skip task records that do not validate (counted and listed) instead of stopping")
     args = parser.parse_args(argv)
@@ -244,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
                 (task, text), = canonical_items([task])
             else:
                 text = Path(args.completion).read_text()
-            return explain(task, text, args.backend, args.mode)
+            return explain(task, text, args.backend, args.mode, args.sanitize)
+        if args.command == "repair":
+            if not args.out:
+                raise ValueError("repair needs --out (the repair tasks' JSONL)")
+            return repair(tasks, args)
         if not args.completions:
             raise ValueError(f"{args.command} needs --completions")
         items = canonical_items(tasks) if args.completions == "canonical" else read_completions(
@@ -256,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SandboxConfig(backend=args.backend, **({"num_workers": args.workers} if args.workers else {}))
     try:
         with SandboxPool(cfg) as pool:
-            scored = Scorer(pool, mode=args.mode).score(items, progress=True)
+            scored = Scorer(pool, RewardConfig(sanitize=args.sanitize), mode=args.mode).score(items, progress=True)
     except WorkerError as exc:
         return cli_error(f"sandbox unavailable: {exc}", 3)
     if args.out:

@@ -2,7 +2,11 @@
 
 Default weights: compile failure -1; compiles +1; no warnings in the completion +0.5; tests +5 x
 (passed/total); a `/* REASONING: ... */` block of at least `reasoning_min_words` words +0.5. Every weight is
-configurable and each component is reported on its own. `bonus_requires_a_pass` pays the compile/warning
+configurable and each component is reported on its own. With `sanitize` on, every run is compiled with
+AddressSanitizer + UBSan (sandbox Job.sanitize) and a finding (heap overflow, use-after-free, signed overflow,
+null dereference...) adds the `sanitizer` component (default -1): the finding also ends the run, so the tests
+after it fail too, and a completion that passed its tests only by luck of undefined behaviour no longer earns
+the full reward. `bonus_requires_a_pass` pays the compile/warning
 bonus only when a test passes (so "compiles but does nothing" is not rewarded).
 
 The bonuses cannot be farmed: a completion that can change which warnings are reported (a diagnostic
@@ -36,6 +40,9 @@ class RewardConfig(BaseModel):
     reasoning_min_words: int = Field(default=8, ge=0, description="words a REASONING block needs to count")
     bonus_requires_a_pass: bool = False
     warning_flags: tuple[str, ...] = ("-Wall", "-Wextra")
+    sanitize: bool = Field(default=False, description="compile and run tests under AddressSanitizer + UBSan "
+                           "(slower: see docs/benchmarks.md); a finding fails the run and adds `sanitizer`")
+    sanitizer: float = Field(default=-1.0, description="added when a sanitizer reports a finding (sanitize only)")
 
 
 def has_reasoning(completion: str, min_words: int = 8) -> bool:
@@ -56,11 +63,13 @@ def count_warnings(compile_output: str, file: str, first_line: int = 1) -> int:
 
 
 def reward_components(compiled: bool, warnings: int, tests_passed: int, tests_total: int, reasoning: bool,
-                      cfg: RewardConfig, silenced: bool = False) -> dict[str, float]:
+                      cfg: RewardConfig, silenced: bool = False, sanitizer_finding: bool = False) -> dict[str, float]:
     """Each component's contribution; the reward is their sum. `silenced`: the completion could hide
-    warnings (see `silences_warnings`), so it gets no warnings bonus."""
+    warnings (see `silences_warnings`), so it gets no warnings bonus. `sanitizer` is reported only when
+    `cfg.sanitize` is on."""
+    sanitizer = {"sanitizer": cfg.sanitizer if sanitizer_finding and compiled else 0.0} if cfg.sanitize else {}
     if not compiled:
-        return {"compile": cfg.compile_fail, "warnings": 0.0, "tests": 0.0, "reasoning": 0.0}
+        return {"compile": cfg.compile_fail, "warnings": 0.0, "tests": 0.0, "reasoning": 0.0, **sanitizer}
     fraction = tests_passed / tests_total if tests_total else 0.0
     bonus = not cfg.bonus_requires_a_pass or tests_passed > 0 or tests_total == 0
     return {
@@ -68,4 +77,5 @@ def reward_components(compiled: bool, warnings: int, tests_passed: int, tests_to
         "warnings": cfg.no_warnings if bonus and warnings == 0 and not silenced else 0.0,
         "tests": cfg.tests * fraction,
         "reasoning": cfg.reasoning if bonus and reasoning else 0.0,
+        **sanitizer,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from rewards.extract import completion_of, defines_function, function_body_start
 from rewards.harness import AssembledTest, HarnessReport, assemble, new_secret, verify
@@ -107,6 +107,17 @@ def solution_source(task: Task, completion: str, mode: str) -> tuple[str, int]:
     return head + completion + task.completion_suffix + "\n", head.count("\n") + 1
 
 
+def as_scored(task: Task, mode: str) -> tuple[Task, str]:
+    """The task and extraction mode a completion is scored as. A repair answer is the fixed function, scored
+    as a chat answer that defines it (the `base_prompt` keeps its includes and helpers), or the fixed whole
+    program for a stdio task; any other task as it is."""
+    if task.kind != "repair":
+        return task, mode
+    if task.cases:
+        return replace(task, kind="stdio", prompt="", preamble=""), mode
+    return replace(task, kind="function", prompt=task.base_prompt), "chat"
+
+
 class Scorer:
     def __init__(self, pool, config: RewardConfig | None = None, mode: str = "raw",
                  run_limits: StageLimits = DEFAULT_RUN_LIMITS) -> None:
@@ -127,23 +138,24 @@ class Scorer:
         return limits
 
     def prepare(self, task: Task, completion: str) -> _Prepared:
+        task, mode = as_scored(task, self.mode)
         flags = (*task.flags, *self.config.warning_flags, *task.link_flags)
-        solution, first_line = solution_source(task, completion, self.mode)
+        solution, first_line = solution_source(task, completion, mode)
         if task.kind == "compile":
             job = Job({"solution.cpp": solution}, flags=(*flags, "-c"), tests=(), compile_only=True)
             return _Prepared(job, first_line=first_line, solution=solution)
         if task.kind == "stdio":
             tests = tuple(TestCase(stdin=c.input.encode(), expected_stdout=c.output, checker=task.checker,
                                    abs_tol=task.abs_tol, rel_tol=task.rel_tol) for c in task.cases)
-            return _Prepared(Job({"solution.cpp": solution}, flags=flags, tests=tests, run_limits=self.limits(task)),
-                             first_line=first_line, solution=solution)
-        chat_body = function_body_start(completion, task.entry_point) if self.mode == "chat" else None
+            return _Prepared(Job({"solution.cpp": solution}, flags=flags, tests=tests, run_limits=self.limits(task),
+                                 sanitize=self.config.sanitize or task.sanitize), first_line=first_line, solution=solution)
+        chat_body = function_body_start(completion, task.entry_point) if mode == "chat" else None
         continuation = completion[chat_body:] if chat_body is not None else completion + task.completion_suffix
         assembled = assemble(task.program_head, completion + task.completion_suffix, task.tests, continuation)
         files = dict(assembled.files, **{"solution.cpp": solution})
         secret = new_secret()
         job = Job(files, flags=flags, tests=(TestCase(stdin=secret.encode()),), run_limits=self.limits(task),
-                  private_units=("solution.cpp",))
+                  private_units=("solution.cpp",), sanitize=self.config.sanitize or task.sanitize)
         return _Prepared(job, secret, assembled, first_line, solution)
 
     def score(self, items: Sequence[tuple[Task, str]], progress: bool = False) -> list[ScoredSample]:
@@ -188,6 +200,7 @@ class Scorer:
                             f"completion is {len(completion.encode())} bytes, over the {MAX_COMPLETION_BYTES} limit")
 
     def judge(self, task: Task, completion: str, prep: _Prepared, result: Result) -> ScoredSample:
+        task, _ = as_scored(task, self.mode)
         if result.verdict is Verdict.SANDBOX_ERROR:
             return ScoredSample(task.task_id, completion, False, Verdict.SANDBOX_ERROR.value, 0, 0, None,
                                 detail=result.error)
@@ -230,9 +243,11 @@ class Scorer:
             detail = "; ".join(x for x in (detail, f"{warnings} warning(s) in the completion, first: {first}") if x)
         components = reward_components(compiled, warnings, done, total,
                                        has_reasoning(completion, self.config.reasoning_min_words), self.config,
-                                       silenced=silences_warnings(completion))
+                                       silenced=silences_warnings(completion),
+                                       sanitizer_finding=result.finding is not None)
         return ScoredSample(task.task_id, completion, passed, verdict, done, total, round(sum(components.values()), 6),
-                            components, warnings, detail, diagnostics)
+                            components, warnings, detail, diagnostics,
+                            asdict(result.finding) if result.finding else None)
 
 
 def canonical_items(tasks: Sequence[Task]) -> list[tuple[Task, str]]:

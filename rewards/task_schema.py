@@ -27,7 +27,7 @@ class NativeTaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     task_id: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
-    kind: Literal["function", "stdio", "compile"] | None = None  # default: stdio with `cases`, else function
+    kind: Literal["function", "stdio", "compile", "repair"] | None = None  # default: stdio with `cases`, else function
     tier: int | None = Field(default=None, ge=0)
     entry_point: str | None = None
     reference: str | None = None
@@ -44,6 +44,8 @@ class NativeTaskSpec(BaseModel):
     memory_mb: int | None = Field(default=None, gt=0, le=TASK_MAX_MEMORY_MB,
                                   description="address space per test run")
     source: str = "native"
+    base_prompt: str | None = Field(default=None, description="kind repair with tests: the original prompt")
+    sanitize: bool = Field(default=False, description="always scored under AddressSanitizer + UBSan")
 
     @classmethod
     def parse(cls, row: dict) -> NativeTaskSpec:

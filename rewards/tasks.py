@@ -121,11 +121,13 @@ def native(row: dict, where: str) -> Task:
         return Task(task_id=spec.task_id, kind=kind, prompt=spec.prompt, tests=spec.tests or "",
                     cases=tuple(StdioCase(c.input, c.output) for c in spec.cases or ()), checker=spec.checker,
                     abs_tol=spec.abs_tol, rel_tol=spec.rel_tol, reference=spec.reference,
-                    entry_point=spec.entry_point or _entry_point(spec.prompt),
+                    entry_point=spec.entry_point or _entry_point(spec.base_prompt if kind == "repair" and spec.base_prompt
+                                                                 else spec.prompt),
                     stop_tokens=tuple(spec.stop_tokens or ()), tier=spec.tier,
                     flags=tuple(spec.flags) if spec.flags is not None else Task.flags,
                     link_flags=tuple(spec.link_flags or ()), time_limit_s=spec.time_limit_s,
-                    memory_mb=spec.memory_mb, source=spec.source)
+                    memory_mb=spec.memory_mb, source=spec.source, base_prompt=spec.base_prompt or "",
+                    sanitize=spec.sanitize)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from sandbox.flags import check_flags
 
-TaskKind = Literal["function", "stdio", "compile"]
+TaskKind = Literal["function", "stdio", "compile", "repair"]
 # How a raw continuation's end is found: "stop" cuts at the first stop string (MultiPL-E, ours);
 # "close-function" keeps text up to the brace that closes the prompt's function (HumanEval-X's generator).
 Finish = Literal["stop", "close-function"]
@@ -27,6 +27,8 @@ class Task:
     with a `main`, compiled in its own translation unit (see rewards.harness).
     kind="stdio": the completed program reads stdin; `cases` are checked with `checker` on the host.
     kind="compile": compiling alone decides (pretraining's compile-rate eval).
+    kind="repair": `prompt` shows a buggy program and its debug state (rewards.repair); the answer is the fixed
+    function (with `tests`, scored as a chat answer to `base_prompt`) or the fixed whole program (with `cases`).
     """
 
     task_id: str
@@ -49,6 +51,8 @@ class Task:
     source: str = ""
     time_limit_s: float | None = None  # CPU seconds per test run (None: the sandbox's run limits)
     memory_mb: int | None = None  # address space per test run (None: the sandbox's run limits)
+    base_prompt: str = ""  # kind="repair" with tests: the original prompt, whose function the answer replaces
+    sanitize: bool = False  # always scored under AddressSanitizer + UBSan (as with RewardConfig.sanitize)
 
     @property
     def program_head(self) -> str:
@@ -62,7 +66,9 @@ class Task:
             raise ValueError(f"task {self.task_id}: kind=function needs `tests`")
         if self.kind == "stdio" and not self.cases:
             raise ValueError(f"task {self.task_id}: kind=stdio needs at least one case")
-        if self.kind not in ("function", "stdio", "compile"):
+        if self.kind == "repair" and not (self.cases or (self.tests.strip() and self.base_prompt.strip())):
+            raise ValueError(f"task {self.task_id}: kind=repair needs `cases`, or `tests` with `base_prompt`")
+        if self.kind not in ("function", "stdio", "compile", "repair"):
             raise ValueError(f"task {self.task_id}: unknown kind {self.kind!r}")
         if self.finish not in ("stop", "close-function"):
             raise ValueError(f"task {self.task_id}: unknown finish {self.finish!r} (stop or close-function)")
@@ -88,11 +94,12 @@ class ScoredSample:
     warnings: int = 0
     detail: str = ""  # why: the first error, failing asserts or stdio case, the runtime's stderr
     diagnostics: str = ""  # the compiler's first ~2 KB, lines relative to the completion (completion:L:)
+    sanitizer: dict | None = None  # the sanitizer's finding (sandbox.types.SanitizerFinding), sanitized runs only
 
     def to_json(self) -> dict:
         return {
             "task_id": self.task_id, "passed": self.passed, "verdict": self.verdict,
             "tests_passed": self.tests_passed, "tests_total": self.tests_total, "reward": self.reward,
             **{f"reward/{k}": v for k, v in self.components.items()}, "warnings": self.warnings,
-            "detail": self.detail, "diagnostics": self.diagnostics,
+            "detail": self.detail, "diagnostics": self.diagnostics, "sanitizer": self.sanitizer,
         }

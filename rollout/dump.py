@@ -60,7 +60,8 @@ def rollout_row(step: int, s: ScoredCompletion, prompt: str, advantage: float | 
     return {"step": step, "key": list(c.key), "index": c.index, "task_id": s.task_id, "prompt": prompt,
             "completion": c.text, "verdict": s.verdict.value, "passed": s.passed, "reward": s.reward,
             "components": s.components, "tests_passed": s.tests_passed, "tests_total": s.tests_total,
-            "detail": s.detail, "diagnostics": s.diagnostics[:DIAGNOSTICS_HEAD], "advantage": advantage,
+            "detail": s.detail, "diagnostics": s.diagnostics[:DIAGNOSTICS_HEAD], "sanitizer": s.sanitizer,
+            "advantage": advantage,
             "truncated": c.truncated, "finish_reason": c.finish_reason, "completion_tokens": len(c.completion_ids),
             "version": c.version}
 

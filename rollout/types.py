@@ -62,6 +62,7 @@ class ScoredCompletion:
     tests_total: int = 0
     detail: str = ""  # why: first error, failing asserts, the runtime's stderr
     diagnostics: str = ""  # the compiler's first ~2 KB, lines relative to the completion
+    sanitizer: dict | None = None  # the sanitizer's finding (reward.weights.sanitize only)
 
     @classmethod
     def of(cls, completion: Completion, scored) -> ScoredCompletion:
@@ -69,7 +70,7 @@ class ScoredCompletion:
         return cls(completion=completion, task_id=scored.task_id, verdict=Verdict(scored.verdict),
                    passed=scored.passed, reward=scored.reward, components=dict(scored.components),
                    tests_passed=scored.tests_passed, tests_total=scored.tests_total, detail=scored.detail,
-                   diagnostics=scored.diagnostics)
+                   diagnostics=scored.diagnostics, sanitizer=scored.sanitizer)
 
     @property
     def key(self) -> GroupKey:

@@ -64,6 +64,12 @@ def checks(image: str = DEFAULT_IMAGE) -> list[dict]:
     add("boost headers (bwrap)", boost, "boost/any.hpp", "apt-get install libboost-dev")
     ssl = os.path.exists("/usr/include/openssl/md5.h")
     add("openssl headers (bwrap)", ssl, "openssl/md5.h", "apt-get install libssl-dev")
+    # Only sanitized jobs (Job.sanitize, reward.weights.sanitize) need them; g++'s own packages bring them on Debian.
+    found = [_run(["g++", f"-print-file-name={lib}"])[1].strip() for lib in ("libasan.so", "libubsan.so")] \
+        if shutil.which("g++") else []
+    runtimes = bool(found) and all(os.path.isabs(path) for path in found)
+    add("sanitizer runtimes (bwrap, sanitize only)", runtimes, ", ".join(found) or "no g++",
+        "apt-get install libasan8 libubsan1   (the runtimes of your g++ version)")
     return out
 
 
@@ -84,7 +90,8 @@ def exposures(results: list[dict]) -> dict[str, str]:
     if not ok.get("bwrap jail cgroup (memory+pids)", True):
         out["bwrap"] = ("no cgroup: a jail's memory outside RLIMIT_AS (tmpfs inodes, pipe and socket "
                         "buffers) is bounded only by rlimits, the seccomp filter, CPU/wall limits and the "
-                        "cleanup deadline; use Docker where a worker's total memory must be capped")
+                        "cleanup deadline, and a sanitized run's memory (no RLIMIT_AS under ASan) only by the "
+                        "sanitizer's RSS watchdog; use Docker where a worker's total memory must be capped")
     if not ok.get("bwrap separate job uid", True):
         out["bwrap-uid"] = ("job and runner share one uid: a program can lower its runner's limits and "
                             "priority")

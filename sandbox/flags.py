@@ -45,6 +45,9 @@ def flag_problem(flag: object) -> str | None:
         return f"flag {flag!r} is not an allowed form (see sandbox/flags.py ALLOWED_FORMS)"
     if flag.startswith("-f") and not flag.startswith("-fuse-ld="):
         name = flag[2:].removeprefix("no-")
+        if name.startswith("sanitize"):
+            return (f"flag {flag!r}: sanitizers are a job option, not a flag (Job.sanitize, `reward.sanitize`): "
+                    "the sandbox sets their flags, runtime options and memory bound together")
         if name.startswith(DENIED_F):
             return f"flag {flag!r} writes files or loads code (sandbox/flags.py DENIED_F)"
     return None

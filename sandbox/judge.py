@@ -7,7 +7,8 @@ import errno
 import signal
 
 from sandbox.checkers import check
-from sandbox.types import ExecResult, Job, Result, StageLimits, Verdict
+from sandbox.sanitizer import RESOURCE_KINDS, finding_of
+from sandbox.types import ExecResult, Job, Result, SanitizerFinding, StageLimits, Verdict
 
 DISPLAY_BYTES = 16 << 10  # how much stdout/stderr/compiler output a Result carries
 # An abnormal end with peak memory this close to the limit is reported as MEMORY_LIMIT.
@@ -52,7 +53,19 @@ def classify_run(outcome: dict, limits: StageLimits) -> tuple[Verdict, str]:
     return Verdict.RUNTIME_ERROR, f"exit code {outcome.get('exit_code')}"
 
 
-def exec_result(outcome: dict, verdict: Verdict, detail: str) -> ExecResult:
+def classify_sanitized(outcome: dict, job: Job) -> tuple[Verdict, str, SanitizerFinding | None] | None:
+    """A sanitized run that ended on a finding: RUNTIME_ERROR with the finding, or MEMORY_LIMIT when the
+    sanitizer ran out of memory (its limits stand in for RLIMIT_AS, see sandbox.sanitizer). None otherwise."""
+    stderr = base64.b64decode(outcome.get("stderr_b64", "")).decode("utf-8", "replace")
+    finding = finding_of(outcome, stderr, frozenset(job.files))
+    if finding is None:
+        return None
+    if finding.kind in RESOURCE_KINDS:
+        return Verdict.MEMORY_LIMIT, f"memory limit {job.run_limits.memory_mb} MB ({finding.kind})", None
+    return Verdict.RUNTIME_ERROR, finding.describe(), finding
+
+
+def exec_result(outcome: dict, verdict: Verdict, detail: str, finding: SanitizerFinding | None = None) -> ExecResult:
     stdout, out_trunc = decode_output(base64.b64decode(outcome.get("stdout_b64", "")))
     stderr, err_trunc = decode_output(base64.b64decode(outcome.get("stderr_b64", "")))
     return ExecResult(
@@ -60,7 +73,7 @@ def exec_result(outcome: dict, verdict: Verdict, detail: str) -> ExecResult:
         cpu_s=outcome.get("cpu_s", 0.0), wall_s=outcome.get("wall_s", 0.0),
         memory_mb=outcome.get("memory_mb", 0.0), stdout=stdout, stderr=stderr,
         stdout_truncated=out_trunc or outcome.get("output_bytes", 0) > len(stdout.encode()),
-        stderr_truncated=err_trunc, detail=detail,
+        stderr_truncated=err_trunc, detail=detail, finding=finding,
     )
 
 
@@ -92,12 +105,13 @@ def judge_job(job: Job, reply: dict, compile_result: ExecResult | None) -> Resul
         return Result(Verdict.COMPILE_ERROR, compile=compile_result, tests_total=len(job.tests))
     tests: list[ExecResult] = []
     for test, outcome in zip(job.tests, reply["runs"]):
-        verdict, detail = classify_run(outcome, job.run_limits)
+        sanitized = classify_sanitized(outcome, job) if job.sanitize else None
+        verdict, detail, finding = sanitized or (*classify_run(outcome, job.run_limits), None)
         if verdict is Verdict.OK and test.expected_stdout is not None:
             actual = base64.b64decode(outcome["stdout_b64"]).decode("utf-8", errors="replace")
             if not check(test.checker, actual, test.expected_stdout, abs_tol=test.abs_tol, rel_tol=test.rel_tol):
                 verdict, detail = Verdict.WRONG_ANSWER, f"output differs ({test.checker} checker)"
-        tests.append(exec_result(outcome, verdict, detail))
+        tests.append(exec_result(outcome, verdict, detail, finding))
         if job.stop_on_failure and verdict is not Verdict.OK:
             break
     failed = [t.verdict for t in tests if t.verdict is not Verdict.OK]

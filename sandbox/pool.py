@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from sandbox import bwrap_backend, docker_backend
 from sandbox.config import SandboxConfig
 from sandbox.judge import compile_is_deterministic, judge_compile, judge_job
+from sandbox.sanitizer import runtime_env
 from sandbox.runner import OWN_WIPE_S
 from sandbox.types import ExecResult, Job, Result, Verdict
 from sandbox.worker import Worker, WorkerError
@@ -190,6 +191,8 @@ class SandboxPool:
         """Results in input order. Blocks until every job has a result."""
         if self._closed or not self._threads:
             raise RuntimeError("SandboxPool is not running: use `with SandboxPool(cfg) as pool:`")
+        if not jobs:  # nothing would ever set `done` below
+            return []
         results: list[Result | None] = [None] * len(jobs)
         groups: dict[str, list[int]] = collections.defaultdict(list)
         for i, job in enumerate(jobs):
@@ -287,7 +290,8 @@ class SandboxPool:
     def _execute(self, worker: Worker, task: _Task) -> None:
         job = task.job
         payload = {
-            "id": uuid.uuid4().hex, "files": job.files, "flags": list(job.flags),
+            "id": uuid.uuid4().hex, "files": job.files, "flags": list(job.build_flags),
+            "sanitizer_env": runtime_env(job.run_limits) if job.sanitize else None,
             "binary_b64": task.binary_b64, "return_binary": task.binary_b64 is None and self.config.dedupe,
             "compile_limits": asdict(job.compile_limits), "run_limits": asdict(job.run_limits),
             "runs": [{"stdin_b64": base64.b64encode(t.stdin).decode(), "args": list(t.args)} for t in job.tests],

@@ -177,7 +177,8 @@ def _apply_limits(limits: dict) -> None:
     mem = int(limits["memory_mb"]) << 20
     cpu = max(1, int(limits["cpu_s"] + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    if limits.get("address_space", True):  # False for sanitized runs: ASan's shadow needs terabytes of it
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     # Not the address-space limit: glibc sizes every thread's stack from RLIMIT_STACK, so a stack limit as
     # large as the address space leaves no room for a second thread.
     stack = min(int(limits.get("stack_mb", DEFAULT_STACK_MB)) << 20, mem)
@@ -199,7 +200,8 @@ def _apply_limits(limits: dict) -> None:
         pass
 
 
-def _spawn(argv: list[str], limits: dict, stdin_fd: int, out_w: int, err_w: int, report_w: int) -> int:
+def _spawn(argv: list[str], limits: dict, stdin_fd: int, out_w: int, err_w: int, report_w: int,
+           env: dict[str, str]) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -216,7 +218,7 @@ def _spawn(argv: list[str], limits: dict, stdin_fd: int, out_w: int, err_w: int,
         _apply_limits(limits)
         os.umask(0o022)  # the runner reads the compiler's output; nothing else shares the jail
         _become_job()
-        os.execve(argv[0], argv, JOB_ENV)
+        os.execve(argv[0], argv, env)
     except BaseException as exc:  # noqa: BLE001 - report any exec failure to the parent
         code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
         try:
@@ -253,8 +255,9 @@ def _reap_zombies(reaped: dict | None = None) -> None:
             reaped[pid] = (status, usage)
 
 
-def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
-    """Run one process under `limits`; returns its raw outcome (the host turns it into a verdict)."""
+def execute(argv: list[str], limits: dict, stdin: bytes = b"", env: dict[str, str] | None = None) -> dict:
+    """Run one process under `limits` (environment JOB_ENV plus `env`); returns its raw outcome (the host turns
+    it into a verdict)."""
     stdin_fd = os.memfd_create("stdin")
     os.write(stdin_fd, stdin)
     os.lseek(stdin_fd, 0, os.SEEK_SET)
@@ -262,7 +265,7 @@ def execute(argv: list[str], limits: dict, stdin: bytes = b"") -> dict:
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     start = time.monotonic()
-    pid = _spawn(argv, limits, stdin_fd, out_w, err_w, report_w)
+    pid = _spawn(argv, limits, stdin_fd, out_w, err_w, report_w, {**JOB_ENV, **(env or {})})
     for fd in (stdin_fd, out_w, err_w, report_w):
         os.close(fd)
     exec_error = os.read(report_r, 32)
@@ -693,6 +696,46 @@ def build_with_private_units(sources: list[str], private: list[str], compile_fla
     return _merge_stages(stages)
 
 
+# What a sanitized program may neither define nor import (sandbox/sanitizer.py): the runtimes' callbacks and
+# hooks that run between a finding and the exit status (`__asan_on_error` calling _exit(0) turns every finding
+# into a clean exit), the ones that move or silence the report, and the dynamic-linker calls that would reach
+# any of them by name at run time. Honest code uses none of them.
+SANITIZER_HOOKS = frozenset({
+    "__asan_on_error", "__asan_set_death_callback", "__asan_set_error_report_callback", "__asan_default_options",
+    "__asan_default_suppressions", "__asan_set_error_exit_code", "__asan_poison_memory_region",
+    "__asan_unpoison_memory_region", "__ubsan_default_options", "__ubsan_on_report", "__lsan_default_options",
+    "__sanitizer_set_death_callback", "__sanitizer_set_report_path", "__sanitizer_set_report_fd",
+    "__sanitizer_report_error_summary", "__sanitizer_install_malloc_and_free_hooks", "__sanitizer_on_print",
+    "__sanitizer_sandbox_on_notify", "__sanitizer_acquire_crash_state",
+    "dlsym", "dlvsym", "dlopen", "dlmopen", "dl_iterate_phdr", "_r_debug", "_dl_find_object",
+})
+
+
+def sanitizer_hooks_in(listing: str) -> list[str]:
+    """SANITIZER_HOOKS named in `readelf -s -W` output (defined or imported, any symbol table or version)."""
+    names = set()
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0].endswith(":") and parts[0][:-1].isdigit():
+            names.add(parts[7].split("@")[0])
+    return sorted(names & SANITIZER_HOOKS)
+
+
+def check_sanitized_binary(prog: str, limits: dict) -> dict:
+    """The readelf stage of a sanitized build: fails (with the reason on stderr) when the binary names a hook."""
+    stage = execute([_find("readelf"), "-s", "-W", prog], limits)
+    listing = base64.b64decode(stage["stdout_b64"]).decode("utf-8", "replace")
+    stage = {**stage, "stdout_b64": ""}  # ours to read, not compiler output for the job
+    if not _ok(stage):
+        return stage
+    hooks = sanitizer_hooks_in(listing)
+    if not hooks:
+        return stage
+    message = (f"error: the program names {', '.join(hooks[:5])}: sanitizer callbacks and hooks, and dynamic "
+               "symbol lookup, are refused in sanitized jobs\n")
+    return {**stage, "exit_code": 1, "stderr_b64": base64.b64encode(message.encode()).decode()}
+
+
 def run_job(req: dict) -> dict:
     reply: dict = {"id": req.get("id"), "compile": None, "binary_b64": None, "runs": []}
     prog = os.path.join(WORK_DIR, "prog")
@@ -711,6 +754,8 @@ def run_job(req: dict) -> dict:
             argv = [_find("g++"), *include_pch, *compile_flags, "-I", src_dir, "-o", prog, *sources, *link_flags,
                     *fast_linker_flags(list(req["flags"]))]
             result = execute(argv, req["compile_limits"])
+        if req.get("sanitizer_env") is not None and _ok(result):
+            result = _merge_stages([result, check_sanitized_binary(prog, req["compile_limits"])])
         reply["compile"] = result
         reply["compile"]["used_pch"] = bool(include_pch)
         ok = result["exit_code"] == 0 and result["killed_for"] is None
@@ -740,7 +785,9 @@ def run_job(req: dict) -> dict:
                 break
             continue
         stdin = base64.b64decode(run.get("stdin_b64", ""))
-        outcome = execute([installed, *run.get("args", [])], req["run_limits"], stdin)
+        sanitizer_env = req.get("sanitizer_env")
+        limits = {**req["run_limits"], "address_space": sanitizer_env is None}
+        outcome = execute([installed, *run.get("args", [])], limits, stdin, sanitizer_env)
         reply["runs"].append(outcome)
         if req.get("stop_on_failure") and (outcome["exit_code"] != 0 or outcome["killed_for"]):
             break

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from sandbox.flags import check_flags
-from sandbox.image import DEFAULT_FLAGS
+from sandbox.image import DEFAULT_FLAGS, SANITIZE_FLAGS
 from sandbox.runner import SOURCE_SUFFIXES
 
 
@@ -71,6 +71,27 @@ class TestCase:
 
 
 @dataclass(frozen=True)
+class SanitizerFinding:
+    """What AddressSanitizer or UndefinedBehaviorSanitizer reported about a sanitized run (Job.sanitize).
+
+    `kind` is the sanitizer's own name for it (heap-buffer-overflow, heap-use-after-free, SEGV) or, for UBSan,
+    a slug of its message (signed-integer-overflow, null-pointer, index-out-of-bounds); `file`/`line`/
+    `function` are the first frame in one of the job's own source files ("" / 0 when none was found)."""
+
+    tool: str  # "AddressSanitizer" | "UndefinedBehaviorSanitizer" | "sanitizer" (exit status only)
+    kind: str
+    message: str = ""
+    file: str = ""
+    line: int = 0
+    function: str = ""
+
+    def describe(self) -> str:
+        where = f" at {self.file}:{self.line}" if self.file else ""
+        func = f" in {self.function}" if self.function else ""
+        return f"{self.tool}: {self.kind}{where}{func}" + (f" ({self.message})" if self.message else "")
+
+
+@dataclass(frozen=True)
 class Job:
     """Compile `files` (every .cpp/.cc is a translation unit; headers may be included) and run each test."""
 
@@ -84,6 +105,9 @@ class Job:
     # Units whose global definitions serve the others only where those import them and no system library
     # exports them (sandbox.runner.build_with_private_units): the tamper-proof tests' solution.cpp.
     private_units: tuple[str, ...] = ()
+    # Compile with AddressSanitizer + UBSan (sandbox.image.SANITIZE_FLAGS) and run with their runtime options
+    # (sandbox.sanitizer): a finding ends the run (RUNTIME_ERROR) and is reported as ExecResult.finding.
+    sanitize: bool = False
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -96,14 +120,22 @@ class Job:
         check_flags(self.flags, "Job.flags")
         if not set(self.private_units) <= set(self.files) or (self.private_units and self.compile_only):
             raise ValueError("Job.private_units must name files of the job, and needs a link (not compile_only)")
+        if self.sanitize and any(f in ("-static", "-s") for f in self.flags):
+            raise ValueError("Job.flags: -static and -s are refused with sanitize=True (the sanitizer runtime is a "
+                             "shared library, and its hooks are checked in the binary's symbol tables)")
         if self.compile_only and self.tests:
             raise ValueError("Job.tests must be empty when compile_only=True")
         if not self.tests and not self.compile_only:
             raise ValueError("Job.tests is empty: give at least one TestCase (or compile_only=True)")
 
+    @property
+    def build_flags(self) -> tuple[str, ...]:
+        """What g++ gets: the job's flags, plus the sanitizers' when `sanitize`."""
+        return (*self.flags, *SANITIZE_FLAGS) if self.sanitize else self.flags
+
     def compile_key(self) -> str:
         """Content hash of what determines the binary: sources, flags and compile limits."""
-        blob = json.dumps([sorted(self.files.items()), list(self.flags), asdict(self.compile_limits),
+        blob = json.dumps([sorted(self.files.items()), list(self.build_flags), asdict(self.compile_limits),
                            *([list(self.private_units)] if self.private_units else [])])
         return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -111,7 +143,7 @@ class Job:
         """Content hash of the whole job: identical jobs in a batch are executed once."""
         tests = [[t.stdin.hex(), t.expected_stdout, t.checker, list(t.args), t.abs_tol, t.rel_tol]
                  for t in self.tests]
-        blob = json.dumps([self.compile_key(), tests, asdict(self.run_limits), self.stop_on_failure])
+        blob = json.dumps([self.compile_key(), tests, asdict(self.run_limits), self.stop_on_failure, self.sanitize])
         return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -130,6 +162,7 @@ class ExecResult:
     stdout_truncated: bool
     stderr_truncated: bool
     detail: str = ""
+    finding: SanitizerFinding | None = None  # sanitized runs only
 
 
 @dataclass
@@ -144,6 +177,11 @@ class Result:
     compile_cached: bool = False
     deduplicated: bool = False
     error: str = ""
+
+    @property
+    def finding(self) -> SanitizerFinding | None:
+        """The first sanitizer finding among the tests that ran (sanitized jobs only)."""
+        return next((t.finding for t in self.tests if t.finding is not None), None)
 
     @property
     def tests_passed(self) -> int:
@@ -176,4 +214,5 @@ class Result:
             "attempts": self.attempts,
             "compile_cached": self.compile_cached,
             "error": self.error,
+            "sanitizer": asdict(self.finding) if self.finding else None,
         }

@@ -27,7 +27,9 @@ missing_packages() {
   have g++ && { header openssl/sha.h || echo libssl-dev; }
   have bwrap || echo bubblewrap
   { ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; } || echo libseccomp2
-  have docker || echo docker.io      # only when no Docker engine (docker-ce, docker.io, podman-docker) is there
+  # only when no Docker engine (docker-ce, docker.io, podman-docker) is there: a docker CLI alone (a static
+  # client in /usr/local/bin, say) is not an engine unless a daemon already answers it
+  { have dockerd || { have docker && docker info >/dev/null 2>&1; }; } || echo docker.io
   "${PYTHON:-python3}" -c 'import venv, ensurepip' 2>/dev/null || echo python3-venv
   # debootstrap builds the sandbox image; needed only while the image is missing
   if have docker && ! docker image inspect "$(image_name)" >/dev/null 2>&1; then

@@ -183,7 +183,13 @@ def bugfix_samples(repo: Path, max_commits: int | None = None) -> list[Sample]:
     return samples
 
 
+def repair_samples(tasks: Iterable) -> list[Sample]:
+    """Repair tasks (rewards.repair): bug + debug state -> `/* REASONING */` + the fix, the design's format."""
+    return [Sample("repair", t.prompt, "", t.reference, f"tasks/{t.task_id}", {"task_id": t.task_id})
+            for t in tasks if t.reference and getattr(t, "kind", None) == "repair"]
+
+
 def task_samples(tasks: Iterable) -> list[Sample]:
     """Prompt -> reference solution for every task that has a reference (`rewards.types.Task`)."""
     return [Sample("task", t.prompt, "", t.reference, f"tasks/{t.task_id}", {"task_id": t.task_id})
-            for t in tasks if t.reference]
+            for t in tasks if t.reference and getattr(t, "kind", None) != "repair"]

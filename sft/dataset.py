@@ -25,7 +25,7 @@ from sft.cpp_parse import extract_definitions
 from sft.samples import KINDS, Sample
 
 EMBEDDED = "embedded"
-Kind = Literal["file", "granular", "qa", "bugfix", "task"]
+Kind = Literal["file", "granular", "qa", "bugfix", "task", "repair"]
 
 
 class DataConfig(BaseModel):
@@ -35,6 +35,8 @@ class DataConfig(BaseModel):
         ["embedded"], min_length=1,
         description='directories, git repositories or "embedded" (libstdc++ bits + tasks)')
     kinds: list[Kind] = Field(list(KINDS), min_length=1, description="sample kinds to build")
+    repair_tasks: list[str] = Field([], description="repair task files (`python -m rewards repair --out`): "
+                                    "bug + debug state -> REASONING + fix samples (kind repair)")
     max_chars: int = Field(4000, ge=100, description="longest file chunk / granular definition (characters)")
     max_files: int | None = Field(200, ge=1, description="cap on C++ files per source, in path order")
     max_bugfix_commits: int | None = Field(500, ge=1, description="cap on fix commits mined per repository")
@@ -106,6 +108,14 @@ def collect_samples(cfg: DataConfig) -> list[Sample]:
         if not root.is_dir():
             raise ValueError(f"SFT source {spec!r} does not exist or is not a directory")
         samples += _codebase_samples(root, spec.rstrip("/"), cfg, git=(root / ".git").exists())
+    if "repair" in cfg.kinds:
+        from rewards.tasks import load_tasks  # local import: only repair samples need the rewards package
+
+        for path in dict.fromkeys(cfg.repair_tasks):
+            if not Path(path).is_file():
+                raise ValueError(f"SFT repair_tasks file {path!r} does not exist")
+            tasks = [t for t in load_tasks(path) if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
+            samples += [replace(s, source_file=f"repair/{s.source_file}") for s in builders.repair_samples(tasks)]
     return samples
 
 

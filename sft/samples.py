@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("file", "granular", "qa", "bugfix", "task")
+KINDS = ("file", "granular", "qa", "bugfix", "task", "repair")
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,10 @@ def test_a_container_orphaned_before_it_started_is_removed_by_the_next_pool(make
     assert leaked_containers("orphan00") == ["crucible-sbx-orphan00-0"]  # created, never started
     make_pool("docker", num_workers=1)
     assert leaked_containers("orphan00") == []
+
+
+def test_an_empty_batch_returns_at_once(make_pool):
+    """It used to wait forever (nothing completes, so nothing signals the end); the repair builder sends one
+    when no task's reference passes."""
+    pool = make_pool("bwrap", num_workers=1)
+    assert pool.run_batch([]) == []

@@ -155,3 +155,16 @@ def test_preprocessor_spellings_of_silencers_are_caught(completion):
 def test_close_function_does_not_double_a_brace_the_naive_count_missed():
     text = "    for (char c: s) if (c=='{') n++;\n    return n;\n}\n"
     assert close_function(text) == humaneval_x_generation(text) == text.rstrip("\n")
+
+
+def test_sanitizer_component():
+    """Reported only with `sanitize` on; a finding adds the (negative) weight to whatever else was earned."""
+    cfg = RewardConfig(sanitize=True)
+    assert reward_components(True, 0, 3, 3, False, cfg) == {"compile": 1.0, "warnings": 0.5, "tests": 5.0,
+                                                             "reasoning": 0.0, "sanitizer": 0.0}
+    found = reward_components(True, 0, 2, 3, False, cfg, sanitizer_finding=True)
+    assert found["sanitizer"] == -1.0 and sum(found.values()) == pytest.approx(1 + 0.5 + 10 / 3 - 1)
+    assert reward_components(False, 0, 0, 3, False, cfg, sanitizer_finding=True)["sanitizer"] == 0.0
+    assert reward_components(True, 0, 2, 3, False, RewardConfig(sanitize=True, sanitizer=-3.0),
+                             sanitizer_finding=True)["sanitizer"] == -3.0
+    assert "sanitizer" not in reward_components(True, 0, 3, 3, False, RewardConfig(), sanitizer_finding=True)

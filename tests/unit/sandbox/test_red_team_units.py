@@ -23,9 +23,9 @@ REFUSED = ["-wrapper", "gdb,--args", "-fplugin=/tmp/p.so", "-fplugin-arg-x-y=1",
            "-iquote/x", "--sysroot=/", "-L/tmp", "-Wl,-plugin,/tmp/p.so", "-Wl,--wrap=main", "-Xlinker",
            "-Wa,-adhln=/work/x", "-Wp,-include,/etc/passwd", "-fdump-tree-all", "-fprofile-generate=/work",
            "-fdiagnostics-format=sarif-file", "-fstack-usage", "-fcallgraph-info", "-o", "-E", "-S", "-x",
-           "-fdebug-prefix-map=/a=/b", "--param", "-v"]
+           "-fdebug-prefix-map=/a=/b", "--param", "-v", "-fsanitize=address,undefined", "-fno-sanitize-recover"]
 ALLOWED = ["-std=c++17", "-std=gnu++20", "-O2", "-Ofast", "-g", "-Wall", "-Wextra", "-Wno-unused-result",
-           "-Werror=format", "-pedantic", "-pthread", "-fopenmp", "-fsanitize=address,undefined",
+           "-Werror=format", "-pedantic", "-pthread", "-fopenmp",
            "-fno-exceptions", "-march=native", "-mavx2", "-DONLINE_JUDGE", "-DN=100", "-UNDEBUG", "-lm",
            "-lcrypto", "-lboost_system", "-static", "-c", "-fuse-ld=gold", "-Wl,--as-needed",
            "--param=max-inline-insns-single=500", "-fconstexpr-loop-limit=1000000"]

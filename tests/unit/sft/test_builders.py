@@ -84,6 +84,17 @@ def test_exactly_one_bugfix_pair(cpp_repo):
     assert pair.meta["function"] == "geo::sum"
 
 
+def test_repair_tasks_become_repair_samples_only():
+    from sft.builders import repair_samples
+
+    tasks = [SimpleNamespace(task_id="a/repair-1", kind="repair", prompt="// TASK: Fix ...",
+                             reference="/* REASONING: x */\nint f() { return 1; }\n"),
+             SimpleNamespace(task_id="a", kind="function", prompt="int f() {", reference="return 1;\n}")]
+    (repair,) = repair_samples(tasks)
+    assert (repair.kind, repair.instruction, repair.source_file) == ("repair", "// TASK: Fix ...", "tasks/a/repair-1")
+    assert [s.kind for s in task_samples(tasks)] == ["task"]
+
+
 def test_task_samples_skip_missing_reference():
     tasks = [SimpleNamespace(task_id="a", prompt="int f() {", reference="return 1;\n}"),
              SimpleNamespace(task_id="b", prompt="int g() {", reference=None)]
