@@ -5,6 +5,7 @@
     python -m rewards explain --tasks PATH --task-id ID --completion FILE   # one sample, everything shown
     python -m rewards validate --tasks PATH   # a task file: schema, references pass, a wrong body fails
     python -m rewards repair --tasks PATH|embedded --out repair.jsonl [--sft-out sft.jsonl]   # synthetic bugs
+    python -m rewards families --out proc.jsonl [--per-level 20] [--seed 0]   # procedural tasks, 4 levels
 """
 
 from __future__ import annotations
@@ -208,6 +209,29 @@ def validate(loaded: TaskFile, backend: str, workers: int | None) -> int:
     return 1 if summary["error"] else 0
 
 
+def families(args) -> int:
+    """Write procedural tasks (rewards.families) as rows of our task format; print one JSON summary."""
+    from rewards.families import FAMILIES, LEVELS, generate
+
+    if not args.out:
+        return cli_error("families needs --out (the tasks' JSONL)", 2)
+    names = args.families or list(FAMILIES)
+    unknown = [n for n in names if n not in FAMILIES]
+    levels = args.levels if args.levels is not None else list(range(LEVELS))
+    if unknown or any(not 0 <= level < LEVELS for level in levels):
+        return cli_error(f"unknown families {unknown} (known: {list(FAMILIES)}) or levels outside 0..{LEVELS - 1}", 2)
+    tasks = list(generate(names, levels, args.per_level, args.seed))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        for t in tasks:
+            f.write(json.dumps({"task_id": t.task_id, "kind": t.kind, "prompt": t.prompt, "tests": t.tests,
+                                "reference": t.reference, "entry_point": t.entry_point, "tier": t.tier,
+                                "source": t.source}) + "\n")
+    print(json.dumps({"tasks": len(tasks), "by_family": dict(Counter(t.source.split(":")[1] for t in tasks)),
+                      "by_level": dict(Counter(t.tier for t in tasks)), "out": args.out}))
+    return 0
+
+
 def repair(tasks: list[Task], args) -> int:
     """Build repair tasks from synthetic bugs in the tasks' references (rewards.repair); write them as task
     rows (and SFT samples); print one JSON summary."""
@@ -233,7 +257,8 @@ def repair(tasks: list[Task], args) -> int:
         with open(args.sft_out, "w") as f:
             for sample in repair_samples(case.task for case in cases):
                 f.write(json.dumps(sample.to_alpaca()) + "\n")
-    print(json.dumps({"tasks": len(used), "heldout_skipped": len(tasks) - len(used), "mutants": counts["tried"],
+    print(json.dumps({"tasks": len(used), "heldout_skipped": len(tasks) - len(used),
+                      "reference_fails": counts["reference_fails"], "mutants": counts["tried"],
                       "kept": len(cases), "by_operator": {k.split("/", 1)[1]: v for k, v in sorted(counts.items())
                                                           if k.startswith("kept/")},
                       "still_pass": sum(v for k, v in counts.items() if k.startswith("still_passes/")),
@@ -244,8 +269,9 @@ def repair(tasks: list[Task], args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["eval", "score", "explain", "validate", "repair"])
-    parser.add_argument("--tasks", required=True, help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded'")
+    parser.add_argument("command", choices=["eval", "score", "explain", "validate", "repair", "families"])
+    parser.add_argument("--tasks", help="task file (HumanEval-X, MultiPL-E, ours) or 'embedded' (every command "
+                                        "but families)")
     parser.add_argument("--completions", help="eval/score: JSONL of {task_id, completion}, or 'canonical'")
     parser.add_argument("--task-id", help="explain: the task")
     parser.add_argument("--completion", help="explain: a file holding the raw completion, or 'canonical'")
@@ -256,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sanitize", action="store_true",
                         help="compile and run under AddressSanitizer + UBSan: a finding fails the run and costs the "
                              "`sanitizer` reward component (reward.weights.sanitize in RLVR configs)")
+    parser.add_argument("--per-level", type=int, default=20, help="families: instances per family and level")
+    parser.add_argument("--families", nargs="+", default=None, help="families: which (default: all)")
+    parser.add_argument("--levels", nargs="+", type=int, default=None, help="families: which levels (default: all)")
     parser.add_argument("--per-task", type=int, default=2, help="repair: repair tasks kept per task")
     parser.add_argument("--tries-per-task", type=int, default=8, help="repair: mutants tried per task")
-    parser.add_argument("--seed", type=int, default=0, help="repair: which mutants are tried")
+    parser.add_argument("--seed", type=int, default=0, help="repair: which mutants are tried; families: which "
+                                                                 "instances are drawn")
     parser.add_argument("--sft-out", help="repair: also write the cases as SFT samples (alpaca JSONL)")
     parser.add_argument("--include-heldout", action="store_true",
                         help="repair: also use tasks the default split holds out for evaluation (their repair "
@@ -272,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.pool import SandboxPool
     from sandbox.worker import WorkerError
 
+    if args.command == "families":
+        return families(args)
+    if not args.tasks:
+        return cli_error(f"{args.command} needs --tasks", 2)
     try:
         loaded = TaskFile(load_embedded()) if args.tasks == "embedded" else load_task_file(
             args.tasks, lenient=args.lenient or args.command == "validate")

@@ -76,7 +76,9 @@ def debug_state(sample: ScoredSample, head_lines: int) -> DebugState:
         return f"line {head_lines + int(match.group(1))}:"
 
     compiler = next((line for line in sample.diagnostics.splitlines() if ": error:" in line), "")
-    tests = "" if compiler else sample.detail
+    # the detail's note on the warnings bonus is about the reward, not the bug
+    tests = "" if compiler else "; ".join(part for part in sample.detail.split("; ")
+                                          if " warning(s) in the completion" not in part)
     sanitizer = ""
     finding = sample.sanitizer
     if finding:

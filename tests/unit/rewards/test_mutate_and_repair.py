@@ -65,6 +65,9 @@ def test_debug_state_renders_the_designs_block_from_what_ran():
                               "UndefinedBehaviorSanitizer: signed-integer-overflow at line 7 in f(int)\n"
                               "  // tests: 1/3 asserts passed; failed #2 `assert(f(2)==4);`\n};")
     assert summary_of(state) == "signed-integer-overflow found by the sanitizer"
+    warned = ScoredSample("t", "", False, "WRONG_ANSWER", 0, 3, 1.0, detail="0/3 asserts passed; 1 warning(s) in the "
+                          "completion, first: completion:1:5: warning: unused variable 'x'")
+    assert debug_state(warned, head_lines=2).tests == "0/3 asserts passed"
     compile_error = ScoredSample("t", "", False, "COMPILE_ERROR", 0, 3, -1.0,
                                  diagnostics="completion:2:9: error: 'x' was not declared in this scope\n")
     state = debug_state(compile_error, head_lines=2)
