@@ -107,6 +107,17 @@ def solution_source(task: Task, completion: str, mode: str) -> tuple[str, int]:
     return head + completion + task.completion_suffix + "\n", head.count("\n") + 1
 
 
+def sanitizer_of(result: Result, first_line: int) -> dict | None:
+    """The run's sanitizer finding as a record, with `completion_line`: its line counted in the completion
+    (1 = the completion's first line; 0 when it is not in the completion, e.g. in the prompt or the tests)."""
+    if result.finding is None:
+        return None
+    finding = asdict(result.finding)
+    in_completion = finding["file"] == "solution.cpp" and finding["line"] >= first_line
+    finding["completion_line"] = finding["line"] - first_line + 1 if in_completion else 0
+    return finding
+
+
 def as_scored(task: Task, mode: str) -> tuple[Task, str]:
     """The task and extraction mode a completion is scored as. A repair answer is the fixed function, scored
     as a chat answer that defines it (the `base_prompt` keeps its includes and helpers), or the fixed whole
@@ -247,7 +258,7 @@ class Scorer:
                                        sanitizer_finding=result.finding is not None)
         return ScoredSample(task.task_id, completion, passed, verdict, done, total, round(sum(components.values()), 6),
                             components, warnings, detail, diagnostics,
-                            asdict(result.finding) if result.finding else None)
+                            sanitizer_of(result, prep.first_line))
 
 
 def canonical_items(tasks: Sequence[Task]) -> list[tuple[Task, str]]:

@@ -39,6 +39,8 @@ def test_undefined_behaviour_loses_the_reward_only_when_sanitized(pool):
     ref_sum, bad_sum, ref_twice, bad_twice = sanitized
     assert ref_sum.passed and ref_twice.passed and ref_sum.components["sanitizer"] == 0.0
     assert ref_sum.reward == plain[0].reward  # the clean reference keeps its full reward
+    # the read past the end is on the completion's 3rd line; the overflowing sum on its 1st
+    assert (bad_sum.sanitizer["completion_line"], bad_twice.sanitizer["completion_line"]) == (3, 1)
     for bad, before, kind in ((bad_sum, plain[1], {"heap-buffer-overflow", "object-size"}),
                               (bad_twice, plain[3], {"signed-integer-overflow"})):
         assert not bad.passed and bad.verdict == "RUNTIME_ERROR", bad.detail
