@@ -75,10 +75,14 @@ def checkout_copy(dest: Path) -> Path:
 
 def run_block(block: Block, tree: Path, home: Path, timeout: float) -> subprocess.CompletedProcess:
     """Run the block's text verbatim in `tree` with a user's environment: this machine's PATH without the
-    venv (the docs must say `.venv/bin/...` or set PATH themselves), HOME in `home`, no Ray variables."""
+    venv (the docs must say `.venv/bin/...` or set PATH themselves), HOME in `home`, no Ray variables.
+
+    The build cache stays this machine's (CRUCIBLE_CACHE, default ~/.cache/crucible of the real HOME), as a user's
+    would: a fresh HOME alone would rebuild the cached tiny policy in every block (over 2 minutes on 2 cores)."""
     venv_bin = str(REPO / ".venv" / "bin")
     path = ":".join(p for p in os.environ["PATH"].split(":") if p and p != venv_bin and ".venv" not in p)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VIRTUAL_ENV", "PYTEST_"))}
+    env.setdefault("CRUCIBLE_CACHE", str(Path.home() / ".cache" / "crucible"))
     env.update({"PATH": path, "HOME": str(home), "PWD": str(tree)})
     return subprocess.run(["bash", "-euo", "pipefail", "-c", block.text], cwd=tree, env=env, capture_output=True,
                           text=True, timeout=timeout)
