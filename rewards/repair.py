@@ -43,6 +43,7 @@ class DebugState:
     compiler: str = ""  # the first compiler error, lines relative to the program shown
     sanitizer: str = ""  # the sanitizer's finding
     tests: str = ""  # the failing assert or stdio case (input, expected, got)
+    sanitizer_kind: str = ""  # the finding's kind (heap-buffer-overflow, ...), for the task's one-line summary
 
     def render(self) -> str:
         """The design's `struct DebugState { ... };` block; every value a `//` comment line."""
@@ -89,14 +90,15 @@ def debug_state(sample: ScoredSample, head_lines: int) -> DebugState:
         # the detail repeats the finding (and the report in the stderr head): keep what the tests add
         tests = "; ".join(part for part in tests.split("; ")
                           if finding["kind"] not in part and not part.startswith("stderr "))
-    return DebugState(sample.verdict, _COMPLETION_LINE.sub(shown, compiler), sanitizer, tests)
+    return DebugState(sample.verdict, _COMPLETION_LINE.sub(shown, compiler), sanitizer, tests,
+                      finding["kind"] if finding else "")
 
 
 def summary_of(state: DebugState) -> str:
     if state.compiler:
         return "it does not compile"
-    if state.sanitizer:
-        return f"{state.sanitizer.split(':', 1)[1].split(' at ')[0].split(' (')[0].strip()} found by the sanitizer"
+    if state.sanitizer_kind:
+        return f"{state.sanitizer_kind} found by the sanitizer"
     return f"its tests fail: {state.verdict}"
 
 

@@ -774,6 +774,8 @@ def run_job(req: dict) -> dict:
             return reply
         if req.get("return_binary") and len(binary) <= int(req.get("max_binary_bytes", 64 << 20)):
             reply["binary_b64"] = base64.b64encode(binary).decode()
+    sanitizer_env = req.get("sanitizer_env")
+    run_limits = {**req["run_limits"], "address_space": sanitizer_env is None}
     for i, run in enumerate(req["runs"]):
         if i:  # each test starts from the same state
             wipe_scratch()
@@ -785,9 +787,7 @@ def run_job(req: dict) -> dict:
                 break
             continue
         stdin = base64.b64decode(run.get("stdin_b64", ""))
-        sanitizer_env = req.get("sanitizer_env")
-        limits = {**req["run_limits"], "address_space": sanitizer_env is None}
-        outcome = execute([installed, *run.get("args", [])], limits, stdin, sanitizer_env)
+        outcome = execute([installed, *run.get("args", [])], run_limits, stdin, sanitizer_env)
         reply["runs"].append(outcome)
         if req.get("stop_on_failure") and (outcome["exit_code"] != 0 or outcome["killed_for"]):
             break

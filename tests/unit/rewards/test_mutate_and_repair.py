@@ -60,7 +60,8 @@ def test_debug_state_renders_the_designs_block_from_what_ran():
                    "solution.cpp", "line": 7, "function": "f(int)"})
     state = debug_state(sample, head_lines=2)
     assert state == DebugState("RUNTIME_ERROR", "", "UndefinedBehaviorSanitizer: signed-integer-overflow at line 7 "
-                               "in f(int)", "1/3 asserts passed; failed #2 `assert(f(2)==4);`")
+                               "in f(int)", "1/3 asserts passed; failed #2 `assert(f(2)==4);`",
+                               "signed-integer-overflow")
     assert state.render() == ("struct DebugState {\n  // verdict: RUNTIME_ERROR\n  // sanitizer: "
                               "UndefinedBehaviorSanitizer: signed-integer-overflow at line 7 in f(int)\n"
                               "  // tests: 1/3 asserts passed; failed #2 `assert(f(2)==4);`\n};")
