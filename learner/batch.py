@@ -50,12 +50,12 @@ def shard(samples: list[TrainingSample], world: int, micro_batch: int,
             continue
         ranks: list[list[TrainingSample]] = [[] for _ in range(world)]
         load = [0] * world
-        for s in sorted(chunk, key=lambda s: -len(s.completion_ids)):
+        for s in sorted(chunk, key=lambda s: -len(s.completion_ids)):  # forward cost: every token, feedback too
             r = min(range(world), key=load.__getitem__)
             ranks[r].append(s)
             load[r] += len(s.completion_ids)
         for r in range(world):
             per_rank[r].append(ranks[r])
-        tokens.append(max(1, sum(len(s.completion_ids) for s in chunk if s.weight > 0)))
+        tokens.append(max(1, sum(s.trained_tokens for s in chunk if s.weight > 0)))
         micro.append(max(1, max(math.ceil(len(x) / micro_batch) for x in ranks)))
     return per_rank, tokens, micro

@@ -302,6 +302,8 @@ class Trainer:
                 "reward_mean_last": records[-1].get("reward_mean") if records else None,
                 "eval_reward_first": first.get("eval_reward_mean"), "eval_reward_last": last.get("eval_reward_mean"),
                 "eval_pass_first": first.get("eval_pass_rate"), "eval_pass_last": last.get("eval_pass_rate"),
+                **({"eval_first_try_pass_first": first.get("eval_first_pass_rate"),
+                    "eval_first_try_pass_last": last.get("eval_first_pass_rate")} if self.cfg.rollout.turns > 1 else {}),
                 "samples_this_run": self.samples_scored, "duplicates": self.duplicates,
                 "resumed_from": self.resumed_from, "engine_restarts": self.engines.restarts,
                 "reward_worker_restarts": self.reward_restarts, "report": str(report),

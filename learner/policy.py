@@ -26,7 +26,8 @@ def load_policy(path: str, dtype: str = "float32", lora_rank: int = 0, lora_alph
 
 def pad_batch(samples: list[TrainingSample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded input_ids [B, T], attention mask [B, T], and completion mask [B, T-1] aligned with the
-    next-token targets (position t predicts token t+1)."""
+    next-token targets (position t predicts token t+1). A multi-turn sample's feedback tokens sit inside its
+    completion with loss_mask 0: they are context for the next attempt, never trained on."""
     seqs = [(*s.prompt_ids, *s.completion_ids) for s in samples]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -36,7 +37,7 @@ def pad_batch(samples: list[TrainingSample], pad_id: int) -> tuple[torch.Tensor,
         ids[row, : len(seq)] = torch.tensor(seq)
         attn[row, : len(seq)] = 1
         p, c = len(s.prompt_ids), len(s.completion_ids)
-        comp[row, p - 1 : p - 1 + c] = 1.0
+        comp[row, p - 1 : p - 1 + c] = torch.tensor(s.loss_mask, dtype=comp.dtype) if s.loss_mask else 1.0
     return ids, attn, comp
 
 

@@ -94,7 +94,9 @@ def plot_reward(records: list[dict]) -> str | None:
 def plot_rates(records: list[dict]) -> str | None:
     fig, ax = _new_axes("Pass and compile rates", "fraction of samples")
     drawn = False
-    for key, style in (("pass_rate", "-"), ("compile_rate", "-"), ("eval_pass_rate", "o")):
+    # with rollout.turns > 1 pass_rate is the last attempt's; first_pass_rate the first try's, before feedback
+    for key, style in (("pass_rate", "-"), ("first_pass_rate", ":"), ("compile_rate", "-"), ("eval_pass_rate", "o"),
+                       ("eval_first_pass_rate", "x")):
         s, v = _series(records, key)
         if s:
             ax.plot(s, v, style, label=key)

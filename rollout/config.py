@@ -66,6 +66,12 @@ class RolloutConfig(StrictModel):
                                 "defaults to none (the answer ends at EOS)")
     chunk_prompts: int = Field(0, ge=0, description="generate a step in request chunks of this many prompts and "
                                "score each chunk while the next one generates; 0: one call per engine per step")
+    turns: int = Field(1, ge=1, description="attempts per completion: after a failing one the model is shown its "
+                       "feedback (first compiler error, first failing case, sanitizer finding) as a DebugState block "
+                       "and the prompt again, and revises; GRPO trains on every attempt's tokens, the feedback's are "
+                       "masked (rollout/revision.py)")
+    turn_discount: float = Field(0.9, gt=0.0, le=1.0, description="a successful trajectory's reward times this per "
+                                 "extra attempt (turns > 1); a failing one's is not scaled")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)
 
@@ -75,6 +81,16 @@ class RolloutConfig(StrictModel):
             raise ValueError(f"rollout.tensor_parallel_size={self.tensor_parallel_size} needs gpus_per_engine="
                              f"{self.tensor_parallel_size} (one GPU per shard, all on the engine's node); got "
                              f"{self.gpus_per_engine:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _revision_is_raw_completion(self):
+        if self.turns > 1 and self.chat_template:
+            raise ValueError("rollout.turns > 1 with rollout.chat_template is not supported yet: a revision appends "
+                             "its feedback as code comments to a raw completion; use turns: 1 with chat models")
+        if self.turns > 1 and self.max_model_len < 2 * self.max_new_tokens:
+            raise ValueError(f"rollout.turns={self.turns} needs max_model_len ({self.max_model_len}) >= 2 x "
+                             f"max_new_tokens ({self.max_new_tokens}): a revision holds the first attempt too")
         return self
 
     @model_validator(mode="after")

@@ -63,7 +63,8 @@ def rollout_row(step: int, s: ScoredCompletion, prompt: str, advantage: float | 
             "detail": s.detail, "diagnostics": s.diagnostics[:DIAGNOSTICS_HEAD], "sanitizer": s.sanitizer,
             "advantage": advantage,
             "truncated": c.truncated, "finish_reason": c.finish_reason, "completion_tokens": len(c.completion_ids),
-            "version": c.version}
+            "version": c.version, **({"turns": s.turns, "first_passed": s.first_passed, "attempts": list(s.attempts)}
+                                     if s.attempts else {})}
 
 
 def write_rollouts(out_dir: str | Path, step: int, rows: list[dict]) -> Path:

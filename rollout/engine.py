@@ -58,19 +58,38 @@ class RolloutEngine:
         version that produced it. The text keeps the stop string (a function's closing brace): where a
         completion ends is the scorer's call, per task (its stop tokens and suffix)."""
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         r = self.rollout
         params = [SamplingParams(n=q.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                                  stop=r.stop or None, include_stop_str_in_output=True, logprobs=0, seed=q.seed)
                   for q in requests]
-        prompts = [chat_prompt(self.tokenizer, q.prompt) if r.chat_template else q.prompt for q in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [Completion(key=q.key, index=idx, prompt_ids=tuple(out.prompt_token_ids),
-                           completion_ids=tuple(c.token_ids),
-                           rollout_logprobs=tuple(d[t].logprob for d, t in zip(c.logprobs, c.token_ids)),
-                           text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop",
-                           version=self.version)
-                for q, out in zip(requests, outputs) for idx, c in enumerate(out.outputs)]
+        prompts = [self._prompt(q) for q in requests]
+        # a revision whose context has no room left for an answer is not generated: it comes back empty, as
+        # finish_reason "context", and its trajectory keeps the attempt before it
+        room = [not isinstance(p, list) or len(p) < r.max_model_len - 1 for p in prompts]
+        runs = [(q, p, s) for q, p, s, ok in zip(requests, prompts, params, room) if ok]
+        outputs = iter(self.llm.generate([TokensPrompt(prompt_token_ids=p) if isinstance(p, list) else p
+                                          for _, p, _ in runs], [s for *_, s in runs], use_tqdm=False) if runs else [])
+        done = []
+        for q, p, ok in zip(requests, prompts, room):
+            if not ok:
+                done += [Completion(q.key, idx, tuple(p), (), (), "", "context", self.version) for idx in range(q.n)]
+                continue
+            out = next(outputs)
+            done += [Completion(key=q.key, index=idx, prompt_ids=tuple(out.prompt_token_ids),
+                                completion_ids=tuple(c.token_ids),
+                                rollout_logprobs=tuple(d[t].logprob for d, t in zip(c.logprobs, c.token_ids)),
+                                text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop",
+                                version=self.version)
+                     for idx, c in enumerate(out.outputs)]
+        return done
+
+    def _prompt(self, q: Request) -> str | list[int]:
+        """Text for a first attempt; for a revision, the conversation's exact token ids plus the new text's."""
+        if q.prefix_ids:
+            return [*q.prefix_ids, *self.tokenizer(q.prompt, add_special_tokens=False)["input_ids"]]
+        return chat_prompt(self.tokenizer, q.prompt) if self.rollout.chat_template else q.prompt
 
     def receive_weights(self, address: dict, first_rank: int, layout: dict) -> str:
         """Join learner rank 0's transfer group and load the streamed weights; returns the bytes' digest. The

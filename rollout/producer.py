@@ -25,6 +25,7 @@ import numpy as np
 
 from rewards.types import Task
 from rollout.config import RolloutConfig
+from rollout.revision import attempt_record, feedback_text, join_attempt, needs_revision, trajectory_result
 from rollout.stats import informative
 from rollout.types import Completion, Request, ScoredCompletion, group_by_key
 
@@ -111,7 +112,7 @@ class Producer:
     def rollout(self, tasks: list[Task], keys: list, n: int, seeds: list[int]) -> tuple[list[ScoredCompletion], dict]:
         """Generate `n` completions per task and score them, now (evaluation uses this)."""
         requests = [Request(key, self._prompt(t), n, s) for key, t, s in zip(keys, tasks, seeds)]
-        futures, stats = self._generate(requests, dict(zip(keys, tasks)), training=False)
+        futures, stats = self._attempts(requests, dict(zip(keys, tasks)), training=False)
         return self._gather(futures, stats), stats
 
     def close(self) -> None:
@@ -182,7 +183,68 @@ class Producer:
         seeds = [sample_seed(self.seed, step, first_position + j) for j in range(len(idx))]
         tasks = [self.tasks[i] for i in idx]
         requests = [Request(k, self._prompt(t), self.cfg.samples_per_prompt, s) for k, t, s in zip(keys, tasks, seeds)]
-        return self._generate(requests, dict(zip(keys, tasks)))
+        return self._attempts(requests, dict(zip(keys, tasks)))
+
+    def _attempts(self, requests: list[Request], task_of: dict, training: bool = True) -> tuple[list[Future], dict]:
+        """One attempt per completion (rollout.turns = 1), or up to `turns` with feedback in between."""
+        if self.cfg.turns == 1:
+            return self._generate(requests, task_of, training)
+        done: Future = Future()
+        stats: dict = {}
+        try:
+            done.set_result(self._revise(requests, task_of, training, stats))
+        except BaseException as exc:  # raised where the driver gathers, as a failed chunk's would be
+            done.set_exception(exc)
+        return [done], stats
+
+    def _revise(self, requests: list[Request], task_of: dict, training: bool, stats: dict) -> list[ScoredCompletion]:
+        """Multi-turn revision (rollout/revision.py): every failing attempt gets its feedback and another try, as
+        one more generation round over all the still-failing trajectories of these requests, until they pass,
+        the turns run out or the context is full. Rounds run one after another (each needs the last one's
+        verdicts); within a round generation and scoring still overlap chunk by chunk."""
+        futures, first_stats = self._generate(requests, task_of, training)
+        firsts = self._gather(futures, first_stats)  # the scoring thread adds its time to first_stats
+        stats.update(first_stats)
+        seed_of = {q.key: q.seed for q in requests}
+        state = {s.completion.ident: (s.completion, s, [], task_of[s.key]) for s in firsts}  # trajectory, last, attempts
+        active = list(state)
+        stats.update(revision_requests=0, revision_context_full=0)
+        for turn in range(2, self.cfg.turns + 1):
+            active = [i for i in active if needs_revision(state[i][1])]
+            if not active:
+                break
+            asks, task_of_ask = [], {}
+            for ident in active:
+                trajectory, last, attempts, task = state[ident]
+                feedback = feedback_text(last, task, self._prompt(task))
+                attempts.append(attempt_record(last, turn - 1, feedback))
+                key = (ident[0], ident[1], turn)
+                asks.append(Request(key, feedback, 1, sample_seed(seed_of[ident[0]], ident[1], turn),
+                                    prefix_ids=trajectory.prompt_ids + trajectory.completion_ids))
+                task_of_ask[key] = task
+            stats["revision_requests"] += len(asks)
+            round_futures, round_stats = self._generate(asks, task_of_ask, training)
+            revised = self._gather(round_futures, round_stats)
+            for k in ("time_generate_s", "time_score_s", "gen_tokens"):
+                stats[k] += round_stats[k]
+            answered = []
+            for s in revised:
+                ident = (s.key[0], s.key[1])
+                trajectory, last, attempts, task = state[ident]
+                if s.completion.finish_reason == "context":  # no room for another attempt: the last one stands
+                    attempts.pop()  # its record is written again below, without the feedback it never saw answered
+                    stats["revision_context_full"] += 1
+                    continue
+                state[ident] = (join_attempt(trajectory, s.completion), s, attempts, task)
+                answered.append(ident)
+            active = answered
+        _throughput(stats)
+        out = []
+        for first in firsts:
+            trajectory, last, attempts, _ = state[first.completion.ident]
+            attempts.append(attempt_record(last, len(attempts) + 1, ""))
+            out.append(trajectory_result(first, trajectory, last, attempts, self.cfg.turn_discount))
+        return out
 
     def _generate(self, requests: list[Request], task_of: dict, training: bool = True) -> tuple[list[Future], dict]:
         """Generate in chunks; each chunk goes to the scoring thread as soon as it exists. `training`: count the

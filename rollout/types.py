@@ -17,7 +17,7 @@ from typing import Literal
 from sandbox.types import Verdict
 
 GroupKey = tuple  # (step, position in the step) for training, ("eval", task index) for evaluation
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "context"]  # context: no room left in max_model_len for a revision
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class Request:
     prompt: str
     n: int  # completions of this prompt (the group size K)
     seed: int  # sampling seed: a function of (run seed, step, position), so staleness 0 is reproducible
+    # A revision turn (rollout.turns > 1): the exact token ids of the conversation so far (prompt, earlier
+    # attempts, feedback); `prompt` is then only the new text to append. Token ids, not text, so the learner
+    # trains on the very tokens vLLM was conditioned on (re-tokenising the joined text can split them differently).
+    prefix_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class Completion:
     text: str
     finish_reason: FinishReason
     version: int  # the policy version of the engine that sampled it
+    # 1 for a token the policy sampled, 0 for one it did not (a revision's feedback, inside completion_ids);
+    # empty: every token was sampled (a one-turn completion)
+    loss_mask: tuple[int, ...] = ()
 
     @property
     def truncated(self) -> bool:
@@ -63,6 +70,11 @@ class ScoredCompletion:
     detail: str = ""  # why: first error, failing asserts, the runtime's stderr
     diagnostics: str = ""  # the compiler's first ~2 KB, lines relative to the completion
     sanitizer: dict | None = None  # the sanitizer's finding (reward.weights.sanitize only)
+    # multi-turn revision (rollout.turns > 1): the attempts made (1 = passed or gave up at the first try), whether
+    # the first attempt passed, and each attempt's verdict/reward/feedback; the fields above are the final attempt's
+    turns: int = 1
+    first_passed: bool | None = None
+    attempts: tuple[dict, ...] = ()
 
     @classmethod
     def of(cls, completion: Completion, scored) -> ScoredCompletion:
@@ -89,16 +101,23 @@ class TrainingSample:
     advantage: float
     weight: float = 1.0  # loss weight: 0 masks a sample (truncated under truncation=mask, rank padding)
     ident: tuple = ()  # the completion's (key, index), to join the advantage back to rollout dumps
+    loss_mask: tuple[int, ...] = ()  # per completion token: 0 = not the policy's (a revision's feedback); empty: all 1
 
     @classmethod
     def of(cls, scored: ScoredCompletion, advantage: float, weight: float) -> TrainingSample:
         c = scored.completion
-        return cls(c.prompt_ids, c.completion_ids, c.rollout_logprobs, advantage, weight, c.ident)
+        return cls(c.prompt_ids, c.completion_ids, c.rollout_logprobs, advantage, weight, c.ident, c.loss_mask)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Completion tokens the loss covers (the policy's own): the loss denominator counts these."""
+        return sum(self.loss_mask) if self.loss_mask else len(self.completion_ids)
 
     def padding(self) -> TrainingSample:
         """The same tokens with zero loss weight: what a rank with too few samples runs to keep collectives
         in step."""
-        return TrainingSample(self.prompt_ids, self.completion_ids, self.rollout_logprobs, self.advantage, 0.0)
+        return TrainingSample(self.prompt_ids, self.completion_ids, self.rollout_logprobs, self.advantage, 0.0,
+                              loss_mask=self.loss_mask)
 
 
 def group_by_key(samples: list[ScoredCompletion]) -> dict[GroupKey, list[ScoredCompletion]]:

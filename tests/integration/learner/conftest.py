@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from learner.local_head import LocalRayHead
 
@@ -16,6 +17,21 @@ def tiny_policy() -> str:
     from learner.tiny_policy import build_tiny_policy
 
     return str(build_tiny_policy())
+
+
+@pytest.fixture(scope="session")
+def uncertain_policy(tiny_policy, tmp_path_factory) -> str:
+    """The tiny policy's architecture and tokenizer, freshly initialised with wide weights: a policy unsure of
+    every token (the trained tiny policy is so sure of its completions that T barely changes their log-probs)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("uncertain")
+    config = AutoConfig.from_pretrained(tiny_policy)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_policy).save_pretrained(out)
+    return str(out)
 
 
 REPO = Path(__file__).resolve().parents[3]

@@ -29,21 +29,6 @@ def sample(policy: str, temperature: float, prompts: list[str], *extra: str) -> 
             for r in json.loads(line[len("RESULT "):])]
 
 
-@pytest.fixture(scope="module")
-def uncertain_policy(tiny_policy, tmp_path_factory) -> str:
-    """The tiny policy's architecture and tokenizer, freshly initialised with wide weights: a policy unsure of
-    every token (the trained tiny policy is so sure of its completions that T barely changes their log-probs)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("uncertain")
-    config = AutoConfig.from_pretrained(tiny_policy)
-    config.initializer_range = 0.3
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_policy).save_pretrained(out)
-    return str(out)
-
-
 def test_vllm_and_learner_logprobs_agree_at_temperature_07(uncertain_policy):
     from transformers import AutoModelForCausalLM
 

@@ -45,7 +45,9 @@ class FakeEngine:
             for i in range(q.n):
                 value = (q.seed * 31 + i * 7 + int(self.weight * 1000)) % 97
                 n = 3 + value % 5
-                out.append(Completion(q.key, i, (1, 2, 3), tuple(range(n)), tuple([-0.5] * n), f"v{value}",
+                # a revision (prefix_ids) gets the conversation's tokens plus two feedback tokens as its prompt
+                prompt = (*q.prefix_ids, 90, 91) if q.prefix_ids else (1, 2, 3)
+                out.append(Completion(q.key, i, prompt, tuple(range(n)), tuple([-0.5] * n), f"v{value}",
                                       "length" if value % 11 == 0 else "stop", self.version))
         return out
 

@@ -274,3 +274,43 @@ def test_an_own_task_file_run_says_what_it_used_and_that_no_step_trained(tmp_pat
     assert summary["eval_reward_first"] is None and summary["eval_reward_last"] is None
     assert {k: summary["tasks"][k] for k in ("loaded", "dropped_by_tier", "train", "heldout", "prompts_per_task")} == \
         {"loaded": 3, "dropped_by_tier": 1, "train": 2, "heldout": 0, "prompts_per_task": (8, 8)}
+
+
+def test_multi_turn_revises_failures_trains_on_every_attempt_with_feedback_masked_and_logs_both_pass_rates(tmp_path):
+    cfg = config(tmp_path, steps=2, staleness=1, log_rollouts="all",
+                 rollout={"turns": 3, "turn_discount": 0.5, "chunk_prompts": 2})
+    trainer, fakes = make_trainer(cfg)
+    run(cfg, trainer)
+    trained = [s for batch in fakes["learners"].updates for s in batch]
+    assert len(trained) == 2 * P * K  # one trajectory per completion, however many attempts it took
+    multi = [s for s in trained if s.loss_mask]
+    assert multi, "no failing first attempt was revised"
+    for s in multi:  # attempts' tokens 1, each feedback block (the fake's two tokens 90, 91) 0
+        assert len(s.loss_mask) == len(s.completion_ids) == len(s.rollout_logprobs)
+        assert [t for t, m in zip(s.completion_ids, s.loss_mask) if not m].count(90) == s.loss_mask.count(0) // 2
+        assert all(lp == 0.0 for lp, m in zip(s.rollout_logprobs, s.loss_mask) if not m)
+    rows = [r for step in range(2) for r in read_rollouts(dump_path(cfg.run.out_dir, step))]
+    assert len(rows) == 2 * P * K
+    for r in rows:
+        attempts = r["attempts"]
+        assert r["turns"] == len(attempts) and [a["turn"] for a in attempts] == list(range(1, len(attempts) + 1))
+        assert r["first_passed"] == attempts[0]["passed"] and r["passed"] == attempts[-1]["passed"]
+        assert all(not a["passed"] for a in attempts[:-1])  # only failures are revised
+        assert all(a["feedback"].startswith("\n// TASK: Fix the bug in") for a in attempts[:-1])
+        assert attempts[-1]["feedback"] == ""
+        assert len(attempts) == 3 or attempts[-1]["passed"]  # revised until it passes or the turns run out
+        last = attempts[-1]["reward"]
+        assert r["reward"] == (last * 0.5 ** (len(attempts) - 1) if last > 0 else last)
+    assert any(r["turns"] > 1 and r["passed"] for r in rows)  # some revision succeeded
+    for rec in read_metrics(trainer.out / "metrics.jsonl"):
+        assert rec["first_pass_rate"] <= rec["pass_rate"] and 1.0 <= rec["turns_mean"] <= 3.0
+        if "eval_pass_rate" in rec:
+            assert rec["eval_first_pass_rate"] <= rec["eval_pass_rate"]
+    # seeded per (request, completion, turn): at staleness 0 two runs revise identically
+    twice = []
+    for name in ("b", "c"):
+        t, _ = make_trainer(config(tmp_path / name, steps=2, log_rollouts="all", rollout={"turns": 3}))
+        run(t.cfg, t)
+        twice.append([(r["reward"], r["turns"]) for step in range(2)
+                      for r in read_rollouts(dump_path(t.cfg.run.out_dir, step))])
+    assert twice[0] == twice[1]
