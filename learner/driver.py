@@ -192,6 +192,7 @@ class Trainer:
         state = checkpoint.read_driver_state(ckpt)
         self.learners.load(str(ckpt / "learner"), state["version"])
         self.version, self.history, self.resumed_from = state["version"], state["history"], state["step"]
+        self.producer.restore_curriculum(self.history.get("curriculum", {}))
         return state["step"]
 
     def sync(self, version: int) -> dict:
@@ -280,6 +281,8 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         tmp = checkpoint.begin(self.out, step)
+        if self.cfg.rollout.curriculum.enabled:
+            self.history["curriculum"] = self.producer.curriculum_state()
         self.learners.save(str(tmp / "learner"), str(tmp / "policy"))  # rank 0 writes the HF policy itself
         final = checkpoint.commit(tmp, {"step": step, "version": self.version, "history": self.history,
                                         "samples_scored": self.samples_scored, "settings": resume_settings(self.cfg)})

@@ -18,6 +18,16 @@ class DynamicSamplingConfig(StrictModel):
     max_rounds: int = Field(2, ge=0, description="extra generation rounds at most; the batch may stay short")
 
 
+class CurriculumConfig(StrictModel):
+    """Online difficulty selection (rollout/curriculum.py): each step's prompts are drawn tier by tier (a task's
+    `tier`, e.g. a procedural family's level), preferring tiers whose recent pass rate is neither 0 nor 1."""
+
+    enabled: bool = Field(False, description="draw prompts by tier weights instead of seeded epochs")
+    window: int = Field(4, ge=1, description="trained steps whose pass counts set the weights (step s sees steps "
+                        "s - staleness - window .. s - staleness - 1)")
+    floor: float = Field(0.05, ge=0.0, description="added to every tier's weight p(1 - p), so none is starved")
+
+
 class WeightTransferConfig(StrictModel):
     """How new weights reach the engines after every update (rollout/weight_transfer.py)."""
 
@@ -73,6 +83,7 @@ class RolloutConfig(StrictModel):
     turn_discount: float = Field(0.9, gt=0.0, le=1.0, description="a successful trajectory's reward times this per "
                                  "extra attempt (turns > 1); a failing one's is not scaled")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ import numpy as np
 
 from rewards.types import Task
 from rollout.config import RolloutConfig
+from rollout.curriculum import curriculum_order, step_counts, tier_of, tier_weights, visible_counts
 from rollout.revision import attempt_record, feedback_text, join_attempt, needs_revision, trajectory_result
 from rollout.stats import informative
 from rollout.types import Completion, Request, ScoredCompletion, group_by_key
@@ -82,6 +83,12 @@ class Producer:
         self.scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
         self.busy = {"generate_s": 0.0, "score_s": 0.0}  # cumulative training-step work, for utilisation
         self.busy_lock = threading.Lock()
+        # rollout.curriculum: {step: {tier: [passes, samples]}} of the steps handed to the driver (checkpointed)
+        self.tier_counts: dict[int, dict[int, list[int]]] = {}
+        self.tier_by_task = {t.task_id: tier_of(t.tier) for t in tasks}
+        self.tasks_by_tier: dict[int, list[int]] = {}
+        for i, t in enumerate(tasks):
+            self.tasks_by_tier.setdefault(tier_of(t.tier), []).append(i)
 
     # ---- the driver's interface --------------------------------------------------------------------
     def start(self, first_step: int, last_step: int) -> None:
@@ -107,7 +114,20 @@ class Producer:
             raise RuntimeError(f"producing step {step} failed: {got!r}") from got
         if got is None:
             raise RuntimeError("the producer was closed")
+        if self.cfg.curriculum.enabled:  # before the driver trains it, so before any step that may see it generates
+            with self.cond:
+                self.tier_counts[step] = step_counts(got.generated, self.tier_by_task)
         return got
+
+    def curriculum_state(self) -> dict:
+        """The pass counts later steps may still use (JSON-ready, for the checkpoint)."""
+        with self.cond:
+            keep = sorted(self.tier_counts)[-(self.cfg.curriculum.window + self.staleness + 1):]
+            return {str(s): {str(t): c for t, c in self.tier_counts[s].items()} for s in keep}
+
+    def restore_curriculum(self, state: dict) -> None:
+        with self.cond:
+            self.tier_counts = {int(s): {int(t): list(c) for t, c in tiers.items()} for s, tiers in state.items()}
 
     def rollout(self, tasks: list[Task], keys: list, n: int, seeds: list[int]) -> tuple[list[ScoredCompletion], dict]:
         """Generate `n` completions per task and score them, now (evaluation uses this)."""
@@ -145,13 +165,27 @@ class Producer:
 
     def _produce(self, step: int) -> StepRollout | _Pending:
         c = self.cfg
-        idx = prompt_order(len(self.tasks), step, c.prompts_per_step, self.seed)
+        idx, weights = self._order(step)
         futures, stats = self._submit_step(step, idx, first_position=0)
+        stats.update(weights)
         if not c.dynamic_sampling.enabled:
             # scoring goes on in the scoring thread; next_batch waits for it, this thread generates the next step
             return _Pending(futures, stats)
         generated = self._gather(futures, stats)  # a refill needs this step's rewards first
         return self._refill(step, generated, stats)
+
+    def _order(self, step: int) -> tuple[list[int], dict]:
+        """The step's task indices: seeded epochs, or (rollout.curriculum) tier weights from the pass counts the
+        step may see; with the weights as metrics."""
+        c = self.cfg
+        if not c.curriculum.enabled:
+            return prompt_order(len(self.tasks), step, c.prompts_per_step, self.seed), {}
+        with self.cond:
+            counts = visible_counts(self.tier_counts, step, self.staleness, c.curriculum.window)
+        tiers = sorted(self.tasks_by_tier)
+        weights = tier_weights(tiers, counts, c.curriculum.floor)
+        idx = curriculum_order(self.tasks_by_tier, weights, step, c.prompts_per_step, self.seed)
+        return idx, {f"curriculum_weight_tier{t}": w for t, w in zip(tiers, weights)}
 
     def _refill(self, step: int, generated: list[ScoredCompletion], stats: dict) -> StepRollout:
         """Dynamic sampling: fresh prompts until `prompts_per_step` groups have a reward spread, at most

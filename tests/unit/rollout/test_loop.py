@@ -314,3 +314,50 @@ def test_multi_turn_revises_failures_trains_on_every_attempt_with_feedback_maske
         twice.append([(r["reward"], r["turns"]) for step in range(2)
                       for r in read_rollouts(dump_path(t.cfg.run.out_dir, step))])
     assert twice[0] == twice[1]
+
+
+class TierScorer(FakeScorer):
+    """Verdicts from the task alone (never from the sampled text, which depends on timing at staleness 1): every
+    tier-0 task passes, half of the tier-1 tasks do, no tier-2 task does."""
+
+    def __call__(self, items):
+        import zlib
+
+        from rewards.types import ScoredSample
+
+        out = []
+        for task, text in items:
+            passed = task.tier == 0 or (task.tier == 1 and zlib.crc32(task.task_id.encode()) % 2 == 0)
+            out.append(ScoredSample(task.task_id, text, passed, "OK" if passed else "WRONG_ANSWER", int(passed), 1,
+                                    float(passed), {"tests": float(passed)}))
+        return out
+
+
+def curriculum_config(path, steps: int, **run) -> RLVRConfig:
+    return RLVRConfig(tasks={"tiers": None}, rollout={"prompts_per_step": 16, "samples_per_prompt": 2,
+                                                      "curriculum": {"enabled": True, "window": 3}},
+                      run={"steps": steps, "out_dir": str(path), "tensorboard": False, "eval_samples": 2,
+                           "staleness": 1, **run})
+
+
+def test_curriculum_prefers_the_tier_with_a_pass_rate_between_0_and_1_and_resumes_exactly(tmp_path):
+    weights = ("curriculum_weight_tier0", "curriculum_weight_tier1", "curriculum_weight_tier2")
+
+    def logged(trainer) -> list[tuple]:
+        return [tuple(round(r[k], 12) for k in weights) for r in read_metrics(trainer.out / "metrics.jsonl")]
+
+    whole, _ = make_trainer(curriculum_config(tmp_path / "whole", 6), scorer=TierScorer())
+    run(whole.cfg, whole)
+    seen = logged(whole)
+    # steps 0 and 1 may see no step yet (staleness 1): every tier alike; later, tier 1 (p ~ 0.5) leads
+    assert seen[0] == seen[1] and len(set(seen[0])) == 1
+    w0, w1, w2 = seen[-1]
+    assert w1 > 2 * w0 and w1 > 2 * w2, seen[-1]
+    again, _ = make_trainer(curriculum_config(tmp_path / "again", 6), scorer=TierScorer())
+    run(again.cfg, again)
+    assert logged(again) == seen  # the draw depends on the verdicts, not on how fast they came
+    part, _ = make_trainer(curriculum_config(tmp_path / "part", 3, checkpoint_every=1), scorer=TierScorer())
+    run(part.cfg, part)
+    resumed, _ = make_trainer(curriculum_config(tmp_path / "part", 6, checkpoint_every=1), scorer=TierScorer())
+    assert run(resumed.cfg, resumed)["resumed_from"] == 3
+    assert logged(resumed) == seen  # the checkpoint carried the pass counts the later steps use
