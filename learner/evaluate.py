@@ -28,7 +28,8 @@ from configs.loader import cli_error, run_cli
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tasks: str = Field("embedded-heldout", description='"embedded-heldout", "embedded" or a task file')
+    tasks: str = Field("embedded-heldout", description='"embedded-heldout", "embedded", a task file, or '
+                       '"heldout:FILE" (the file\'s held-out split)')
     tiers: list[int] | None = Field(None, description="keep only these tiers (embedded tasks)")
     samples: int = Field(8, ge=1, description="completions per task (pass@1 is their mean pass rate)")
     temperature: float = Field(1.0, gt=0.0)
@@ -42,6 +43,12 @@ class EvalConfig(BaseModel):
     strip_prompt: bool = Field(True, description="as rollout.strip_prompt: prompts end at a token boundary")
     mode: str = Field("raw", pattern="^(raw|chat)$", description="raw continuations, or chat: the prompt in the "
                       "model's chat template and the answer's last ```cpp block scored (instruct models)")
+    turns: int = Field(1, ge=1, description="attempts per sample, as rollout.turns: a failing attempt is shown "
+                       "the sandbox's feedback and revises; pass@k is then after feedback and `first_try` holds the "
+                       "first attempts' summary (the same samples a turns=1 run scores)")
+
+
+HELDOUT = "heldout:"
 
 
 def eval_split(cfg: EvalConfig) -> TaskSplit:
@@ -55,6 +62,8 @@ def load_eval_tasks(cfg: EvalConfig) -> list:
         tasks = load_embedded()
         if cfg.tasks == "embedded-heldout":
             tasks = eval_split(cfg).split(tasks)[1]
+    elif cfg.tasks.startswith(HELDOUT):
+        tasks = eval_split(cfg).split(load_tasks(cfg.tasks[len(HELDOUT):]))[1]
     else:
         tasks = load_tasks(cfg.tasks)
     if cfg.tiers is not None:
@@ -86,19 +95,22 @@ def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, ma
     from sandbox.config import SandboxConfig
     from sandbox.pool import SandboxPool
 
-    if cfg.tasks == "embedded-heldout":  # scoring a model on tasks it trained on would flatter it
+    if cfg.tasks == "embedded-heldout" or cfg.tasks.startswith(HELDOUT):  # scoring a model on its training tasks
+        # would flatter it
         check_lineage(model_path, eval_split(cfg), "--heldout-fraction/--split-seed")
     tasks = load_eval_tasks(cfg)
     positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
     max_model_len = min(max_model_len, positions or max_model_len)
     rollout = RolloutConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                            max_model_len=max_model_len, chat_template=cfg.mode == "chat",
-                            **({"stop": stop} if stop is not None else {}))
+                            max_model_len=max_model_len, chat_template=cfg.mode == "chat", turns=cfg.turns,
+                            strip_prompt=cfg.strip_prompt, **({"stop": stop} if stop is not None else {}))
     t0 = time.perf_counter()
     engine = RolloutEngine(model_path, rollout, cfg.dtype, cfg.seed)
     # per-task seeds from (seed, task index): every checkpoint sees the same sampling noise
     requests = [Request(("eval", i), t.prompt.rstrip() if cfg.strip_prompt else t.prompt, cfg.samples,
                         cfg.seed * 100_003 + i) for i, t in enumerate(tasks)]
+    if cfg.turns > 1:
+        return _evaluate_revisions(engine, rollout, tasks, requests, cfg, model_path, samples_out, t0)
     samples = engine.generate(requests)
     t1 = time.perf_counter()
     with SandboxPool(SandboxConfig(backend=cfg.backend, num_workers=os.cpu_count() or 1)) as pool:
@@ -112,6 +124,44 @@ def evaluate(model_path: str, cfg: EvalConfig, stop: list[str] | None = None, ma
     summary.update(model=model_path, config=cfg.model_dump(), seconds_generate=round(t1 - t0, 1),
                    seconds_score=round(time.perf_counter() - t1, 1),
                    truncated_fraction=round(sum(s.truncated for s in samples) / len(samples), 4))
+    return summary
+
+
+def _evaluate_revisions(engine, rollout, tasks: list, requests: list, cfg: EvalConfig, model_path: str,
+                        samples_out: Path | None, t0: float) -> dict:
+    """cfg.turns > 1: the RLVR producer's revision rounds (rollout/revision.py) over this one engine, so
+    evaluation revises exactly as training does. The first attempts use the turns=1 requests and seeds."""
+    from rewards.scorer import Scorer
+    from rewards.types import ScoredSample
+    from rollout.engine_group import EngineGroup, LocalCalls
+    from rollout.producer import Producer
+    from sandbox.config import SandboxConfig
+    from sandbox.pool import SandboxPool
+
+    with SandboxPool(SandboxConfig(backend=cfg.backend, num_workers=os.cpu_count() or 1)) as pool:
+        producer = Producer(EngineGroup(lambda: engine, 1, LocalCalls()), Scorer(pool, mode=cfg.mode).score,
+                            tasks, rollout, seed=cfg.seed, staleness=0)
+        try:
+            trajectories, stats = producer.rollout([tasks[q.key[1]] for q in requests], [q.key for q in requests],
+                                                   cfg.samples, [q.seed for q in requests])
+        finally:
+            producer.close()
+    final = [ScoredSample(t.task_id, t.completion.text, t.passed, t.verdict.value, t.tests_passed, t.tests_total,
+                          t.reward, dict(t.components), detail=t.detail, diagnostics=t.diagnostics,
+                          sanitizer=t.sanitizer) for t in trajectories]
+    first = [ScoredSample(t.task_id, t.attempts[0]["completion"], t.attempts[0]["passed"], t.attempts[0]["verdict"],
+                          0, 0, t.attempts[0]["reward"]) for t in trajectories]
+    if samples_out is not None:
+        with open(samples_out, "w") as f:
+            for t, result in zip(trajectories, final):
+                f.write(json.dumps({**result.to_json(), "index": t.completion.index, "completion": result.completion,
+                                    "truncated": t.completion.truncated, "turns": t.turns,
+                                    "first_passed": t.first_passed, "attempts": list(t.attempts)}) + "\n")
+    summary = summarize_by_tier(tasks, final)
+    summary.update(first_try=summarize_by_tier(tasks, first), model=model_path, config=cfg.model_dump(),
+                   seconds_generate_and_score=round(time.perf_counter() - t0, 1),
+                   revision_requests=stats["revision_requests"], revision_context_full=stats["revision_context_full"],
+                   truncated_fraction=round(sum(t.completion.truncated for t in trajectories) / len(trajectories), 4))
     return summary
 
 

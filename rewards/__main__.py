@@ -71,9 +71,9 @@ def summarize(scored: list[ScoredSample]) -> dict:
         summary["sanitizer_findings"] = dict(Counter(s.sanitizer["kind"] for s in scored if s.sanitizer))
     for k in available_ks(n for n, _ in counts):
         summary[f"pass@{k}"] = round(mean_pass_at_k(counts, k), 4)
-    if usable:
-        components = usable[0].components.keys()
-        summary["reward_components"] = {c: round(statistics.fmean(s.components[c] for s in usable), 4)
+    if usable:  # a component some samples lack (a revised trajectory's `revision`) counts 0 for the others
+        components = dict.fromkeys(c for s in usable for c in s.components)
+        summary["reward_components"] = {c: round(statistics.fmean(s.components.get(c, 0.0) for s in usable), 4)
                                         for c in components}
     return summary
 
@@ -212,6 +212,7 @@ def validate(loaded: TaskFile, backend: str, workers: int | None) -> int:
 def families(args) -> int:
     """Write procedural tasks (rewards.families) as rows of our task format; print one JSON summary."""
     from rewards.families import FAMILIES, LEVELS, generate
+    from rewards.families import task_row as family_row
 
     if not args.out:
         return cli_error("families needs --out (the tasks' JSONL)", 2)
@@ -224,9 +225,7 @@ def families(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
         for t in tasks:
-            f.write(json.dumps({"task_id": t.task_id, "kind": t.kind, "prompt": t.prompt, "tests": t.tests,
-                                "reference": t.reference, "entry_point": t.entry_point, "tier": t.tier,
-                                "source": t.source}) + "\n")
+            f.write(json.dumps(family_row(t)) + "\n")
     print(json.dumps({"tasks": len(tasks), "by_family": dict(Counter(t.source.split(":")[1] for t in tasks)),
                       "by_level": dict(Counter(t.tier for t in tasks)), "out": args.out}))
     return 0

@@ -141,6 +141,12 @@ def generate(families: list[str], levels: list[int], per_level: int, seed: int =
                     break
 
 
+def task_row(task: Task) -> dict:
+    """One task as a row of our task format (rewards.task_schema)."""
+    return {"task_id": task.task_id, "kind": task.kind, "prompt": task.prompt, "tests": task.tests,
+            "reference": task.reference, "entry_point": task.entry_point, "tier": task.tier, "source": task.source}
+
+
 def level_weights(stats: dict[int, tuple[int, int]], levels: int = LEVELS, floor: float = 0.05) -> list[float]:
     """Sampling weights over difficulty levels from recent (passes, samples) per level: p(1 - p) with the
     pass rate p smoothed by one pass and one failure (an unseen level counts as p = 0.5, the most useful),

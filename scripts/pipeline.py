@@ -18,6 +18,7 @@ from their checkpoints). The last stdout line is one JSON summary: `report`, `pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +54,16 @@ class RLVRSpec(StrictModel):
     metrics_port: int | None = Field(None, description="Prometheus port of the local head (default: a free one)")
 
 
+class FamiliesSpec(StrictModel):
+    """Procedural task families (rewards.families) for every stage: SFT learns their training instances, RLVR
+    trains on them, and the evaluation scores the held-out instances (the same split as everything else)."""
+
+    families: list[str] = Field(["affine", "array", "string"], min_length=1)
+    levels: list[int] = Field([0, 1, 2, 3], min_length=1, description="difficulty levels (a task's tier)")
+    per_level: int = Field(20, ge=1, description="instances per family and level")
+    seed: int = 0
+
+
 class LearningCheck(StrictModel):
     tiers: list[int] = Field([0], description="the tier(s) where RLVR must beat SFT: the easiest one")
     metric: Literal["pass@1", "reward_mean"] = Field("pass@1", description="what must rise over SFT's")
@@ -69,6 +80,8 @@ class PipelineConfig(StrictModel):
                                        description="null: skip pretraining and start from `model`")
     sft: StageSpec | None = Field(StageSpec(config="configs/sft/tiny-cpu.yaml"),
                                   description="null: skip SFT (RLVR starts from pretraining's checkpoint or `model`)")
+    families: FamiliesSpec | None = Field(None, description="procedural tasks: SFT's task_files, RLVR's tasks.source "
+                                          "and the evaluation's held-out tasks (eval.tasks is then heldout:FILE)")
     rlvr: RLVRSpec = Field(default_factory=RLVRSpec)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     learning: LearningCheck = Field(default_factory=LearningCheck)
@@ -158,13 +171,43 @@ def eval_cmd(model: str, cfg: EvalConfig, out: Path) -> list[str]:
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------
+def write_families(spec: FamiliesSpec, out: Path) -> Path:
+    """The families' task file, named by its content: a changed spec is a new file, so no stage record that
+    names the old one is reused for it."""
+    from rewards.families import generate, task_row
+
+    rows = [json.dumps(task_row(t)) for t in generate(spec.families, spec.levels, spec.per_level, spec.seed)]
+    text = "\n".join(rows) + "\n"
+    path = out / "tasks" / f"families-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
+def task_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
+    """What each stage is told about the families' task file (nothing without `families`)."""
+    if cfg.families is None:
+        return []
+    path = write_families(cfg.families, Path(cfg.out_dir).resolve())
+    return {"sft": [f"data.task_files=[{path}]"], "rlvr": [f"tasks.source={path}", "tasks.tiers=null"]}[stage]
+
+
+def eval_config(cfg: PipelineConfig) -> EvalConfig:
+    if cfg.families is None:
+        return cfg.eval
+    path = write_families(cfg.families, Path(cfg.out_dir).resolve())
+    return cfg.eval.model_copy(update={"tasks": f"heldout:{path}", "tiers": None})
+
+
 def rlvr_cmd(cfg: PipelineConfig, dashboard: str, sft_checkpoint: str, seed: int, run_dir: Path) -> list[str]:
     # From a checkout the job gets the checkout as its working dir; an installed package is already importable
     # by the job's python (uploading site-packages would be wrong).
     working_dir = ["--working-dir", str(REPO)] if (REPO / "pyproject.toml").is_file() else []
     return [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dashboard,
             *working_dir, "--", "python", "-m", "learner", "--config", cfg.rlvr.config,
-            *cfg.split_overrides("tasks.split"), *cfg.rlvr.overrides, f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
+            *cfg.split_overrides("tasks.split"), *task_overrides(cfg, "rlvr"), *cfg.rlvr.overrides,
+            f"model.path={sft_checkpoint}", f"run.seed={seed}", f"run.out_dir={run_dir}"]
 
 
 def same_job(recorded: list[str] | None, cmd: list[str]) -> bool:
@@ -231,7 +274,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     if cfg.sft is not None:
         stages["sft"] = run_stage("sft", [*python_cmd("sft", cfg.sft.nproc), "--config", cfg.sft.config,
                                           f"out_dir={out / 'sft'}", f"model.name_or_path={start}",
-                                          *cfg.split_overrides("data.split"), *cfg.sft.overrides],
+                                          *cfg.split_overrides("data.split"), *task_overrides(cfg, "sft"),
+                                          *cfg.sft.overrides],
                                   out / "sft" / "stage.json", stage_dir=out / "sft")
         checkpoints["sft"] = stages["sft"]["summary"]["checkpoint"]
         if not stages["sft"]["reused"]:
@@ -247,19 +291,23 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         target = out / "eval" / f"{name.replace('/', '-')}.json"
         if name.startswith("rlvr/") and not next(r for r in rlvr_runs if f"rlvr/seed-{r['seed']}" == name)["reused"]:
             set_aside(target.with_suffix(".stage.json"))
-        evals[name] = run_stage(f"eval {name}", eval_cmd(path, cfg.eval, target), target.with_suffix(".stage.json"))
+        evals[name] = run_stage(f"eval {name}", eval_cmd(path, eval_config(cfg), target),
+                                target.with_suffix(".stage.json"))
     learning = learning_table(evals, rlvr_runs, cfg.learning.tiers, cfg.learning.min_gain, cfg.learning.metric,
                               start=rlvr_start)
     seconds = {**{name: stage["seconds"] for name, stage in stages.items()},
                "rlvr": round(sum(r["seconds"] for r in rlvr_runs), 1),
                "eval": round(sum(e["seconds"] for e in evals.values()), 1)}
-    report = write_report(out / "report.html", cfg, stages, rlvr_runs, evals, learning, seconds)
+    report = write_report(out / "report.html", cfg, stages, rlvr_runs, evals, learning, seconds,
+                          eval_config(cfg).tasks)
     rlvr_pass = [evals[f"rlvr/seed-{r['seed']}"]["summary"].get("pass@1") for r in rlvr_runs]
     return {"report": str(report),
             "pass@1": {**{name: evals[name]["summary"].get("pass@1") for name in checkpoints
                           if not name.startswith("rlvr/")},
                        "rlvr": round(sum(rlvr_pass) / len(rlvr_pass), 4)},
             "pass@1_rlvr_by_seed": dict(zip((r["seed"] for r in rlvr_runs), rlvr_pass)),
+            **({"pass@1_first_try": {name: ev["summary"]["first_try"].get("pass@1") for name, ev in evals.items()}}
+               if cfg.eval.turns > 1 else {}),
             "learning": learning, "checkpoints": checkpoints, "seconds": seconds,
             "seconds_this_run": round(time.monotonic() - started, 1),
             "reused": [n for n, s in {**stages, **{f"rlvr/seed-{r['seed']}": r for r in rlvr_runs},

@@ -141,6 +141,24 @@ def plot_pass(stage_scores: dict[str, dict]) -> str:
     return _png(fig)
 
 
+def plot_revision(evals: dict) -> str | None:
+    """eval.turns > 1: held-out pass@1 of the first attempts and after the sandbox's feedback, per stage."""
+    names = [n for n in evals if "first_try" in evals[n]["summary"]]
+    if not names:
+        return None
+    fig, ax = _axes("Held-out pass@1: first try and after feedback", "stage", "pass@1")
+    width = 0.38
+    for j, (label, value) in enumerate((("first try", lambda sm: sm["first_try"].get("pass@1")),
+                                        ("after feedback", lambda sm: sm.get("pass@1")))):
+        values = [value(evals[n]["summary"]) or 0.0 for n in names]
+        bars = ax.bar([i + (j - 0.5) * width for i in range(len(names))], values, width, label=label, color=f"C{j + 2}")
+        ax.bar_label(bars, fmt="%.2f", fontsize="x-small")
+    ax.set_xticks(range(len(names)), names, fontsize="small")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
 def plot_verdicts(evals: dict) -> str:
     fig, ax = _axes("Verdict mix of the held-out samples", "stage", "fraction of samples")
     names = list(evals)
@@ -193,8 +211,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def write_report(path: Path, cfg, stages: dict, rlvr_runs: list[dict], evals: dict, learning: dict,
-                 seconds: dict) -> Path:
+                 seconds: dict, eval_tasks: str | None = None) -> Path:
     out = path.parent
+    eval_tasks = eval_tasks or cfg.eval.tasks
     tiers = learning["tiers"]
     scores = {}
     for name, ev in evals.items():
@@ -203,6 +222,9 @@ def write_report(path: Path, cfg, stages: dict, rlvr_runs: list[dict], evals: di
                         "reward": ev["summary"].get("reward_mean"), "easy_reward": easy["reward_mean"]}
     rows = [[n, s["all"], s["easy"], s["reward"], s["easy_reward"], evals[n]["summary"]["tasks"],
              evals[n]["summary"]["samples"], evals[n]["summary"]["model"]] for n, s in scores.items()]
+    revised = any("first_try" in ev["summary"] for ev in evals.values())
+    if revised:  # eval.turns > 1: pass@1 (all) is after feedback; the first attempts' is shown beside it
+        rows = [[r[0], evals[r[0]]["summary"].get("first_try", {}).get("pass@1"), *r[1:]] for r in rows]
     tier_label = "tier " + ",".join(map(str, tiers))
     seed_rows = [[s["seed"], learning["sft"]["pass@1"], s["pass@1"], learning["sft"]["reward_mean"], s["reward_mean"],
                   s["gain"], s["learner_eval_reward_first"], s["learner_eval_reward_last"]] for s in learning["seeds"]]
@@ -210,7 +232,7 @@ def write_report(path: Path, cfg, stages: dict, rlvr_runs: list[dict], evals: di
     start = {"sft": "SFT", "pretrain": "pretraining", "base": "the base model"}[learning.get("start", "sft")]
     plots = [plot_pretrain(read_metrics(out / "pretrain" / "metrics.jsonl")),
              plot_sft(read_metrics(out / "sft" / "metrics.jsonl")), plot_rewards(rlvr_runs), plot_pass(scores),
-             plot_verdicts(evals), plot_time(seconds)]
+             plot_revision(evals), plot_verdicts(evals), plot_time(seconds)]
     links = "".join(f'<li><a href="{html.escape(str(Path(r["summary"]["report"]).relative_to(out)))}">RLVR seed '
                     f'{r["seed"]}: per-step report</a></li>' for r in rlvr_runs
                     if r["summary"].get("report") and Path(r["summary"]["report"]).is_relative_to(out))
@@ -218,11 +240,13 @@ def write_report(path: Path, cfg, stages: dict, rlvr_runs: list[dict], evals: di
                         "RLVR"])
     body = f"""<h1>Crucible pipeline: {title}</h1>
 <p>{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · output <code>{html.escape(str(out))}</code> ·
-held-out tasks: <code>{html.escape(cfg.eval.tasks)}</code>, {cfg.eval.samples} samples per task at temperature
-{cfg.eval.temperature}, the same seeds for every checkpoint.</p>
+held-out tasks: <code>{html.escape(eval_tasks)}</code>, {cfg.eval.samples} samples per task at temperature
+{cfg.eval.temperature}{f", up to {cfg.eval.turns} attempts with the sandbox's feedback" if cfg.eval.turns > 1 else ""},
+the same seeds for every checkpoint.</p>
 <h2>Held-out evaluation per stage</h2>
-{_table(["checkpoint", "pass@1 (all)", f"pass@1 ({tier_label})", "reward (all)", f"reward ({tier_label})", "tasks",
-         "samples", "path"], rows)}
+{_table([*(["checkpoint", "first-try pass@1 (all)", "after-feedback pass@1 (all)"] if revised else
+           ["checkpoint", "pass@1 (all)"]), f"pass@1 ({tier_label})", "reward (all)", f"reward ({tier_label})",
+         "tasks", "samples", "path"], rows)}
 <h2>Did RLVR improve on {start}? ({tier_label}, {learning['metric']}, gain ≥ {learning['min_gain']}): {verdict}</h2>
 {_table(["seed", f"{start} pass@1", "RLVR pass@1", f"{start} reward", "RLVR reward", f"gain ({learning['metric']})",
          "learner eval reward before", "learner eval reward after"], seed_rows)}

@@ -35,6 +35,8 @@ class DataConfig(BaseModel):
         ["embedded"], min_length=1,
         description='directories, git repositories or "embedded" (libstdc++ bits + tasks)')
     kinds: list[Kind] = Field(list(KINDS), min_length=1, description="sample kinds to build")
+    task_files: list[str] = Field([], description="task files in our format (e.g. `python -m rewards families "
+                                  "--out`): prompt -> reference samples (kind task) of their training split")
     repair_tasks: list[str] = Field([], description="repair task files (`python -m rewards repair --out`): "
                                     "bug + debug state -> REASONING + fix samples (kind repair)")
     max_chars: int = Field(4000, ge=100, description="longest file chunk / granular definition (characters)")
@@ -108,6 +110,14 @@ def collect_samples(cfg: DataConfig) -> list[Sample]:
         if not root.is_dir():
             raise ValueError(f"SFT source {spec!r} does not exist or is not a directory")
         samples += _codebase_samples(root, spec.rstrip("/"), cfg, git=(root / ".git").exists())
+    if "task" in cfg.kinds:
+        from rewards.tasks import load_tasks  # local import: only task files need the rewards package
+
+        for path in dict.fromkeys(cfg.task_files):
+            if not Path(path).is_file():
+                raise ValueError(f"SFT task_files file {path!r} does not exist")
+            tasks = [t for t in load_tasks(path) if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
+            samples += builders.task_samples(tasks)
     if "repair" in cfg.kinds:
         from rewards.tasks import load_tasks  # local import: only repair samples need the rewards package
 

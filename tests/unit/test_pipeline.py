@@ -132,3 +132,43 @@ def test_one_split_reaches_every_stage_and_the_evaluation_cannot_differ():
     assert flags[flags.index("--heldout-fraction") + 1] == "0.5" and flags[flags.index("--split-seed") + 1] == "3"
     with pytest.raises(ValueError, match="set `split`"):
         PipelineConfig(split={"heldout_fraction": 0.5, "seed": 3})
+
+
+def test_families_reach_sft_rlvr_and_the_held_out_evaluation_as_one_content_named_file(tmp_path):
+    from configs.base import TaskSplit
+    from learner.evaluate import load_eval_tasks
+    from rewards.tasks import load_tasks
+    from scripts.pipeline import eval_config, rlvr_cmd, task_overrides
+    from sft.dataset import DataConfig, collect_samples
+
+    cfg = PipelineConfig(out_dir=str(tmp_path), families={"levels": [0, 2], "per_level": 6})
+    (sft_flag,) = task_overrides(cfg, "sft")
+    path = sft_flag[len("data.task_files=["):-1]
+    assert Path(path).parent == tmp_path / "tasks" and task_overrides(cfg, "sft") == [sft_flag]  # same content, same file
+    tasks = load_tasks(path)
+    assert len(tasks) == 3 * 2 * 6 and {t.tier for t in tasks} == {0, 2}
+    job = rlvr_cmd(cfg, "http://h:8265", "/sft/final", 0, tmp_path / "r")
+    assert f"tasks.source={path}" in job and "tasks.tiers=null" in job
+    evaluated = load_eval_tasks(eval_config(cfg))
+    train, heldout = TaskSplit().split(tasks)
+    assert eval_config(cfg).tasks == f"heldout:{path}" and [t.task_id for t in evaluated] == \
+        sorted(t.task_id for t in heldout)
+    # SFT learns the training instances only
+    (tmp_path / "empty").mkdir()  # a source without C++ files: the samples are the task file's
+    samples = collect_samples(DataConfig(sources=[str(tmp_path / "empty")], kinds=["task"], task_files=[path]))
+    assert sorted(s.meta["task_id"] for s in samples) == sorted(t.task_id for t in train)
+    with pytest.raises(ValueError, match="task_files file .*missing.jsonl"):
+        collect_samples(DataConfig(sources=[str(tmp_path / "empty")], kinds=["task"],
+                                   task_files=[str(tmp_path / "missing.jsonl")]))
+    other = PipelineConfig(out_dir=str(tmp_path), families={"levels": [0, 2], "per_level": 7})
+    assert task_overrides(other, "sft") != [sft_flag]  # another spec: another file, no stage record reused for it
+    assert task_overrides(PipelineConfig(out_dir=str(tmp_path)), "rlvr") == []
+
+
+def test_the_revision_plot_appears_only_for_evaluations_with_feedback():
+    from scripts.pipeline_report import plot_revision
+
+    plain = {"sft": {"summary": {"pass@1": 0.3}}}
+    revised = {"sft": {"summary": {"pass@1": 0.4, "first_try": {"pass@1": 0.3}}}}
+    assert plot_revision(plain) is None
+    assert isinstance(plot_revision(revised), str) and len(plot_revision(revised)) > 1000  # a base64 PNG

@@ -244,3 +244,12 @@ def test_a_task_the_harness_cannot_assemble_is_one_unscored_sample():
     broken = Task(task_id="t", kind="function", prompt="struct S {\n  int f() {\n", tests="int main() { assert(1); }")
     (s,) = Scorer(NoSandbox()).score([(broken, "return 1; }\n};\n")])
     assert (s.verdict, s.reward) == (TASK_ERROR, None) and "define it after the class" in s.detail
+
+
+def test_the_summary_averages_a_component_only_some_samples_have_as_zero_for_the_others():
+    from rewards.__main__ import summarize
+    from rewards.types import ScoredSample
+
+    first_try = ScoredSample("t", "a", True, "OK", 1, 1, 7.0, {"compile": 1.0, "tests": 6.0})
+    revised = ScoredSample("u", "b", True, "OK", 1, 1, 6.3, {"compile": 1.0, "tests": 6.0, "revision": -0.7})
+    assert summarize([first_try, revised])["reward_components"] == {"compile": 1.0, "tests": 6.0, "revision": -0.35}
