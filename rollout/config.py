@@ -80,8 +80,9 @@ class RolloutConfig(StrictModel):
                        "feedback (first compiler error, first failing case, sanitizer finding) as a DebugState block "
                        "and the prompt again, and revises; GRPO trains on every attempt's tokens, the feedback's are "
                        "masked (rollout/revision.py)")
-    turn_discount: float = Field(0.9, gt=0.0, le=1.0, description="a successful trajectory's reward times this per "
-                                 "extra attempt (turns > 1); a failing one's is not scaled")
+    turn_discount: float = Field(0.9, gt=0.0, le=1.0, description="a trajectory's positive reward (a pass, or a "
+                                 "failure's partial credit) times this per extra attempt (turns > 1); a negative one "
+                                 "is not scaled toward 0")
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     weight_transfer: WeightTransferConfig = Field(default_factory=WeightTransferConfig)

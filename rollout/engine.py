@@ -65,9 +65,10 @@ class RolloutEngine:
                                  stop=r.stop or None, include_stop_str_in_output=True, logprobs=0, seed=q.seed)
                   for q in requests]
         prompts = [self._prompt(q) for q in requests]
-        # a revision whose context has no room left for an answer is not generated: it comes back empty, as
-        # finish_reason "context", and its trajectory keeps the attempt before it
-        room = [not isinstance(p, list) or len(p) < r.max_model_len - 1 for p in prompts]
+        # a revision whose context leaves less than max_new_tokens is not generated (vLLM would cut it at
+        # max_model_len, and a cut answer is masked as truncated): it comes back empty, as finish_reason "context",
+        # and its trajectory keeps the attempt before it
+        room = [not isinstance(p, list) or len(p) + r.max_new_tokens <= r.max_model_len for p in prompts]
         runs = [(q, p, s) for q, p, s, ok in zip(requests, prompts, params, room) if ok]
         outputs = iter(self.llm.generate([TokensPrompt(prompt_token_ids=p) if isinstance(p, list) else p
                                           for _, p, _ in runs], [s for *_, s in runs], use_tqdm=False) if runs else [])

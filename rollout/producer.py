@@ -33,6 +33,9 @@ from rollout.types import Completion, Request, ScoredCompletion, group_by_key
 Scorer = Callable[[list[tuple[Task, str]]], list]  # rewards: (task, completion text) -> ScoredSample, in order
 
 
+REVISION_COUNTS = ("revision_requests", "revision_context_full", "revision_unscored")  # rollout.turns > 1
+
+
 def prompt_order(num_tasks: int, step: int, prompts_per_step: int, seed: int) -> list[int]:
     """Task indices for `step`: epochs are seeded permutations, concatenated. A pure function of the step, so
     a resumed run sees exactly the prompts the uninterrupted run would have seen."""
@@ -201,8 +204,9 @@ class Producer:
             idx = refill_order(len(self.tasks), step, rounds, count, self.seed)
             futures, more = self._submit_step(step, idx, first_position=position)
             generated += self._gather(futures, more)
-            for k in ("time_generate_s", "time_score_s", "gen_tokens"):
-                stats[k] += more[k]
+            for k in ("time_generate_s", "time_score_s", "gen_tokens", *REVISION_COUNTS):
+                if k in more:
+                    stats[k] = stats.get(k, 0) + more[k]
             position += count
             extra += count
         _throughput(stats)
@@ -242,7 +246,7 @@ class Producer:
         seed_of = {q.key: q.seed for q in requests}
         state = {s.completion.ident: (s.completion, s, [], task_of[s.key]) for s in firsts}  # trajectory, last, attempts
         active = list(state)
-        stats.update(revision_requests=0, revision_context_full=0)
+        stats.update(revision_requests=0, revision_context_full=0, revision_unscored=0)
         for turn in range(2, self.cfg.turns + 1):
             active = [i for i in active if needs_revision(state[i][1])]
             if not active:
@@ -265,9 +269,12 @@ class Producer:
             for s in revised:
                 ident = (s.key[0], s.key[1])
                 trajectory, last, attempts, task = state[ident]
-                if s.completion.finish_reason == "context":  # no room for another attempt: the last one stands
-                    attempts.pop()  # its record is written again below, without the feedback it never saw answered
-                    stats["revision_context_full"] += 1
+                if s.completion.finish_reason == "context" or s.reward is None:
+                    # no room for another attempt, or the sandbox could not score it: the last scored attempt
+                    # stands (its record is written again below, without the feedback it never saw answered)
+                    attempts.pop()
+                    stats["revision_context_full" if s.completion.finish_reason == "context" else
+                          "revision_unscored"] += 1
                     continue
                 state[ident] = (join_attempt(trajectory, s.completion), s, attempts, task)
                 answered.append(ident)

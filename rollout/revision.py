@@ -13,7 +13,7 @@ A failing attempt is shown its feedback, in the design's debug-state format that
 and tries again, up to `turns` attempts. The whole conversation is one training sequence: the prompt, then
 every attempt and every feedback block in order, where the feedback's tokens (and the repeated prompt) carry
 loss mask 0 so GRPO trains only on what the policy sampled. The trajectory's reward is its last attempt's, a
-success discounted by `turn_discount` per extra attempt.
+positive one discounted by `turn_discount` per extra attempt.
 """
 
 from __future__ import annotations

@@ -165,6 +165,8 @@ def python_cmd(module: str, nproc: int) -> list[str]:
 def eval_cmd(model: str, cfg: EvalConfig, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "learner.evaluate", "--model", model, "--out", str(out)]
     for key, value in cfg.model_dump().items():
+        if key == "turns" and value == 1:  # a setting newer than the recorded commands: its default adds no flag
+            continue
         if value is not None:
             cmd += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return cmd

@@ -91,6 +91,9 @@ def test_eval_command_passes_every_eval_setting():
     assert cmd[1:7] == ["-m", "learner.evaluate", "--model", "/m", "--out", "/o/e.json"]
     args = dict(zip(cmd[7::2], cmd[8::2]))
     assert args["--tiers"] == "0,1" and args["--samples"] == "3" and args["--tasks"] == "embedded-heldout"
+    assert "--turns" not in args  # the default adds no flag: commands recorded before the setting still match
+    revised = eval_cmd("/m", EvalConfig(turns=2), Path("/o/e.json"))
+    assert revised[revised.index("--turns") + 1] == "2"
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs" / "pipeline").glob("*.yaml")), ids=lambda p: p.stem)

@@ -112,3 +112,29 @@ def test_turns_config_is_checked_early():
         RolloutConfig(turns=2, chat_template=True)
     with pytest.raises(ValueError, match="max_model_len"):
         RolloutConfig(turns=2, max_new_tokens=600, max_model_len=1024)
+
+
+def test_a_revision_the_sandbox_could_not_score_leaves_the_last_scored_attempt_standing():
+    from rewards.tasks import load_embedded
+    from rollout.engine_group import EngineGroup, LocalCalls
+    from rollout.producer import Producer
+    from tests.unit.rollout.fakes import FakeEngine, FakeScorer
+
+    class LosesRevisions(FakeScorer):
+        def __call__(self, items):
+            out = super().__call__(items)
+            if self.calls > 1:  # every scoring call after the first attempts' (chunk_prompts 0: one call)
+                for s in out:
+                    s.reward, s.verdict, s.passed = None, "SANDBOX_ERROR", False
+            return out
+
+    tasks = load_embedded()[:3]
+    producer = Producer(EngineGroup(lambda: FakeEngine([]), 1, LocalCalls()), LosesRevisions(), tasks,
+                        RolloutConfig(turns=3, samples_per_prompt=4), seed=0, staleness=0)
+    scored, stats = producer.rollout(tasks, [("eval", i) for i in range(3)], 4, [1, 2, 3])
+    producer.close()
+    failed = [s for s in scored if not s.first_passed]
+    assert failed and stats["revision_unscored"] == len(failed) == stats["revision_requests"]
+    for s in failed:  # the first attempt's reward and tokens, not a None that would drop it from its group
+        assert s.turns == 1 and s.reward == s.attempts[0]["reward"] is not None and not s.completion.loss_mask
+        assert s.attempts[0]["feedback"] == ""
