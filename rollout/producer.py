@@ -246,7 +246,7 @@ class Producer:
         seed_of = {q.key: q.seed for q in requests}
         state = {s.completion.ident: (s.completion, s, [], task_of[s.key]) for s in firsts}  # trajectory, last, attempts
         active = list(state)
-        stats.update(revision_requests=0, revision_context_full=0, revision_unscored=0)
+        stats.update(dict.fromkeys(REVISION_COUNTS, 0))
         for turn in range(2, self.cfg.turns + 1):
             active = [i for i in active if needs_revision(state[i][1])]
             if not active:

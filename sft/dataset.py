@@ -93,8 +93,8 @@ def _embedded_samples(cfg: DataConfig) -> list[Sample]:
     if libstdcxx is not None and (libstdcxx / "bits").is_dir():
         samples += _codebase_samples(libstdcxx / "bits", "embedded/libstdc++/bits", cfg, git=False)
     if "task" in cfg.kinds:
-        tasks = [t for t in load_embedded() if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
-        samples += [replace(s, source_file=f"embedded/{s.source_file}") for s in builders.task_samples(tasks)]
+        samples += [replace(s, source_file=f"embedded/{s.source_file}")
+                    for s in builders.task_samples(_training_tasks(load_embedded(), cfg))]
     return samples
 
 
@@ -111,21 +111,27 @@ def collect_samples(cfg: DataConfig) -> list[Sample]:
             raise ValueError(f"SFT source {spec!r} does not exist or is not a directory")
         samples += _codebase_samples(root, spec.rstrip("/"), cfg, git=(root / ".git").exists())
     if "task" in cfg.kinds:
-        from rewards.tasks import load_tasks  # local import: only task files need the rewards package
-
-        for path in dict.fromkeys(cfg.task_files):
-            if not Path(path).is_file():
-                raise ValueError(f"SFT task_files file {path!r} does not exist")
-            tasks = [t for t in load_tasks(path) if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
-            samples += builders.task_samples(tasks)
+        samples += _task_file_samples(cfg.task_files, "task_files", cfg, builders.task_samples)
     if "repair" in cfg.kinds:
-        from rewards.tasks import load_tasks  # local import: only repair samples need the rewards package
+        samples += [replace(s, source_file=f"repair/{s.source_file}")
+                    for s in _task_file_samples(cfg.repair_tasks, "repair_tasks", cfg, builders.repair_samples)]
+    return samples
 
-        for path in dict.fromkeys(cfg.repair_tasks):
-            if not Path(path).is_file():
-                raise ValueError(f"SFT repair_tasks file {path!r} does not exist")
-            tasks = [t for t in load_tasks(path) if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
-            samples += [replace(s, source_file=f"repair/{s.source_file}") for s in builders.repair_samples(tasks)]
+
+def _training_tasks(tasks: list, cfg: DataConfig) -> list:
+    """The tasks SFT may learn: the training split, unless data.include_heldout_tasks."""
+    return [t for t in tasks if cfg.include_heldout_tasks or not cfg.split.is_heldout(t.task_id)]
+
+
+def _task_file_samples(paths: list[str], field: str, cfg: DataConfig, build) -> list[Sample]:
+    """`build`'s samples of the training tasks of each task file in `paths` (data.`field`), each file read once."""
+    from rewards.tasks import load_tasks  # local import: only task files need the rewards package
+
+    samples: list[Sample] = []
+    for path in dict.fromkeys(paths):
+        if not Path(path).is_file():
+            raise ValueError(f"SFT {field} file {path!r} does not exist")
+        samples += build(_training_tasks(load_tasks(path), cfg))
     return samples
 
 
